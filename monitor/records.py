@@ -1,0 +1,221 @@
+"""The usage record, format version 1: one JSON object per line of the usage log.
+
+This module is the only place that parses, validates and serialises records. The wrapper writes
+through :func:`to_json_line`; the log tailer reads through :func:`parse_line` and
+:func:`parse_chunk`. The format is documented in ``docs/usage-record.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+RECORD_VERSION: Final = 1
+
+# Larger than any context window Bedrock serves by two orders of magnitude: a count above this is
+# a corrupted record, not a big request.
+MAX_TOKENS: Final = 100_000_000
+# A day. Bedrock's own read timeout is minutes; anything longer is a clock or unit bug.
+MAX_LATENCY_MS: Final = 86_400_000.0
+# A line longer than this cannot be a v1 record (records are ~300 bytes); it is rejected without
+# being held in memory.
+MAX_LINE_BYTES: Final = 64 * 1024
+
+Operation = Literal["InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream"]
+Status = Literal["ok", "client_error", "server_error", "throttled", "aborted"]
+TokenSource = Literal["header", "body", "stream", "estimate", "none"]
+
+OPERATIONS: Final[tuple[str, ...]] = (
+    "InvokeModel",
+    "InvokeModelWithResponseStream",
+    "Converse",
+    "ConverseStream",
+)
+STATUSES: Final[tuple[str, ...]] = ("ok", "client_error", "server_error", "throttled", "aborted")
+TOKEN_SOURCES: Final[tuple[str, ...]] = ("header", "body", "stream", "estimate", "none")
+
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+Millis = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_LATENCY_MS)]
+ShortString = Annotated[str, msgspec.Meta(max_length=256)]
+Tags = Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], ShortString], msgspec.Meta(max_length=32)]
+
+
+class UsageRecord(msgspec.Struct, kw_only=True):
+    """One Bedrock runtime call, as the wrapper saw it.
+
+    ``input_tokens`` excludes prompt-cache tokens, as Bedrock reports it. ``ts`` is the end of the
+    request. Unknown fields in a line are ignored so that newer writers stay readable.
+    """
+
+    v: Literal[1]
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    request_id: Annotated[str, msgspec.Meta(max_length=256)]
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    operation: Operation
+    region: ShortString = ""
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cache_read_input_tokens: TokenCount = 0
+    cache_write_input_tokens: TokenCount = 0
+    latency_ms: Millis
+    ttft_ms: Millis | None = None
+    status: Status
+    error_code: ShortString | None = None
+    token_source: TokenSource
+    app: ShortString | None = None
+    tags: Tags | None = None
+
+    @property
+    def epoch(self) -> float:
+        """Request end as POSIX seconds."""
+        return self.ts.timestamp()
+
+
+class RecordError(ValueError):
+    """A line that is not a valid v1 record. ``reason`` is short and countable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_decoder: Final = msgspec.json.Decoder(UsageRecord)
+_encoder: Final = msgspec.json.Encoder()
+_BOM: Final = b"\xef\xbb\xbf"
+_FIELD_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
+_MISSING = re.compile(r"missing required field `([A-Za-z_]+)`")
+
+
+def _reason_for(err: msgspec.MsgspecError) -> RecordError:
+    text = str(err)
+    # ValidationError subclasses DecodeError: anything else is not JSON at all.
+    if not isinstance(err, msgspec.ValidationError):
+        return RecordError("malformed JSON", text)
+    missing = _MISSING.search(text)
+    if missing:
+        return RecordError(f"missing {missing.group(1)}", text)
+    field = _FIELD_AT.search(text)
+    if field:
+        name = field.group(1)
+        if name == "v":
+            return RecordError("unsupported version", text)
+        return RecordError(f"invalid {name}", text)
+    if "Expected `object`" in text:
+        return RecordError("not a JSON object", text)
+    return RecordError("invalid record", text)
+
+
+def parse_line(line: bytes) -> UsageRecord:
+    """Parse one line (without or with its newline). Raises :class:`RecordError`."""
+    if len(line) > MAX_LINE_BYTES:
+        raise RecordError("line too long", f"{len(line)} bytes (limit {MAX_LINE_BYTES})")
+    if line.startswith(_BOM):
+        line = line[3:]
+    try:
+        record = _decoder.decode(line)
+    except msgspec.MsgspecError as err:
+        raise _reason_for(err) from None
+    if math.isnan(record.latency_ms):  # pragma: no cover - JSON has no NaN literal
+        raise RecordError("invalid latency_ms", "NaN")
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A line that was not accepted, with where it was."""
+
+    reason: str
+    detail: str
+    line_index: int  # 0-based index of the line within the chunk
+
+
+def parse_chunk(chunk: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
+    """Parse a block of complete lines (ending in ``\\n``).
+
+    The fast path decodes the whole block in one call; only a block that contains a bad line is
+    parsed again line by line, so that every good line is kept and every bad one is located.
+    Blank lines are skipped and not counted as rejected.
+    """
+    try:
+        return _decoder.decode_lines(chunk), []
+    except msgspec.MsgspecError:
+        pass
+    records: list[UsageRecord] = []
+    rejected: list[Rejection] = []
+    for index, line in enumerate(chunk.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            records.append(parse_line(line))
+        except RecordError as err:
+            rejected.append(Rejection(err.reason, err.detail[:200], index))
+    return records, rejected
+
+
+def format_ts(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``: ``2026-11-26T17:21:21.123Z``."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + f".{utc.microsecond // 1000:03d}Z"
+
+
+def ts_from_epoch(epoch: float) -> datetime:
+    """A timezone-aware UTC datetime truncated to whole milliseconds."""
+    millis = math.floor(epoch * 1000)
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def to_json_line(record: UsageRecord) -> bytes:
+    """Serialise a record as one line, newline included, ready for a single ``write``."""
+    fields = msgspec.structs.asdict(record)
+    fields["ts"] = format_ts(record.ts)
+    return _encoder.encode(fields) + b"\n"
+
+
+def make_record(
+    *,
+    epoch: float,
+    request_id: str,
+    model_id: str,
+    operation: Operation,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: float,
+    status: Status,
+    token_source: TokenSource,
+    region: str = "",
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    ttft_ms: float | None = None,
+    error_code: str | None = None,
+    app: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> UsageRecord:
+    """Build a validated record (the constructor of a Struct does not run the constraints)."""
+    record = UsageRecord(
+        v=RECORD_VERSION,
+        ts=ts_from_epoch(epoch),
+        request_id=request_id,
+        model_id=model_id,
+        operation=operation,
+        region=region,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_input_tokens=cache_read_input_tokens,
+        cache_write_input_tokens=cache_write_input_tokens,
+        latency_ms=round(latency_ms, 3),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
+        status=status,
+        error_code=error_code,
+        token_source=token_source,
+        app=app,
+        tags=tags,
+    )
+    # Round-trip through the validating decoder so that a writer can never emit a line that the
+    # reader would reject.
+    return parse_line(to_json_line(record))
