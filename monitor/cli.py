@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"bedrock-top: {err}", file=sys.stderr)
         return 2
+    if args.list_themes:
+        from monitor.ui.themes import print_theme_list
+
+        return print_theme_list()
     if args.once:
         return run_once(args)
     return run_live(args)

@@ -1,0 +1,101 @@
+"""What the live screen reads besides the log store: prices, budgets and CloudWatch.
+
+Each is optional. The screen asks these objects for plain values at each refresh and never writes
+to them, so the sources that fill them (the pricing table, the budget tracker, the CloudWatch
+poller) stay independent of Textual. No Textual import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from monitor.store import Tally
+
+# USD for a model's tally, or None when the model has no known price (shown as "unpriced").
+CostFunction = Callable[[str, Tally], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One budget as the screen shows it (filled from the budget tracker at each refresh)."""
+
+    name: str
+    period: str  # day | week | month
+    fraction: float  # used / limit
+    used_text: str  # e.g. "$3.20" or "1.2M tok"
+    limit_text: str
+    source: str = "local"  # local | cloudwatch
+    projected_fraction: float | None = None
+    exhausts_at: float | None = None  # epoch seconds, when inside the period
+    warn_at: Sequence[float] = (0.5, 0.8, 1.0)
+    model_ids: frozenset[str] | None = None  # None: applies to every model
+
+    def applies_to(self, model_id: str) -> bool:
+        return self.model_ids is None or model_id in self.model_ids
+
+    @property
+    def level(self) -> int:
+        """How many warn thresholds are crossed (0: fine)."""
+        return sum(1 for threshold in self.warn_at if self.fraction >= threshold)
+
+
+class BudgetView(Protocol):
+    """Budgets for the screen: all of them, evaluated at ``now``."""
+
+    def budget_statuses(self, now: float) -> Sequence[BudgetStatus]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CloudWatchState:
+    """The CloudWatch source as the header shows it."""
+
+    region: str
+    state: str  # e.g. "ok", "stale", "no credentials", "starting"
+    last_good_epoch: float | None = None
+    cost_per_hour_usd: float | None = None
+    message: str = ""
+
+
+class CloudWatchView(Protocol):
+    """Account-wide per-minute data. ``version`` changes whenever anything shown changes."""
+
+    @property
+    def version(self) -> int: ...
+
+    def cloudwatch_state(self) -> CloudWatchState: ...
+
+    def account_model_ids(self) -> Sequence[str]: ...
+
+    def account_minute_series(
+        self, model_id: str, metric: str, now: float, points: int
+    ) -> list[float | None]:
+        """One value per minute, oldest first, None where CloudWatch has no datapoint.
+        ``metric`` is a CloudWatch metric name: Invocations, InputTokenCount, OutputTokenCount,
+        InvocationLatency, InvocationThrottles, ..."""
+        ...
+
+    def account_requests_per_min(self, model_id: str, now: float) -> float | None:
+        """Invocations in the newest complete minute CloudWatch has, or None."""
+        ...
+
+
+@dataclass
+class ScreenExtras:
+    """Optional inputs of the live screen; each absent part hides its columns and panels."""
+
+    cost: CostFunction | None = None
+    budgets: BudgetView | None = None
+    cloudwatch: CloudWatchView | None = None
+    notices: list[str] = field(default_factory=list)  # shown once at start (e.g. config warnings)
+
+
+def tightest_budget(statuses: Sequence[BudgetStatus], model_id: str | None) -> BudgetStatus | None:
+    """The budget closest to its limit among those that apply (``None``: overall budgets)."""
+    candidates = [
+        status
+        for status in statuses
+        if (status.model_ids is None if model_id is None else status.applies_to(model_id))
+    ]
+    return max(candidates, key=lambda status: status.fraction, default=None)

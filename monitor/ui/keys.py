@@ -1,0 +1,98 @@
+"""The one key table: bindings, the footer, the help screen and the command palette all come
+from here. Each binding has an id; users remap keys by id in the configuration
+(``[keys]`` table, applied with ``App.set_keymap``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    id: str
+    keys: str  # Textual key names, comma separated
+    action: str
+    description: str  # short: footer
+    help: str  # one line: help screen and command palette
+    scope: str  # app | overview | model
+    show: bool = True
+    priority: bool = False
+    display: str | None = None
+
+
+KEYS: tuple[KeySpec, ...] = (
+    KeySpec("quit", "q", "quit", "quit", "Quit bedrock-top", "app"),
+    KeySpec(
+        "interrupt", "ctrl+c", "quit", "quit", "Quit (as q)", "app", show=False, priority=True
+    ),
+    KeySpec("help", "question_mark", "help", "help", "Show this list of keys", "app", display="?"),
+    KeySpec("pause", "p", "pause", "pause", "Pause or resume the view (sources keep collecting)", "app"),
+    KeySpec(
+        "faster", "plus,equals_sign", "faster", "faster", "Refresh more often", "app", show=False,
+        display="+",
+    ),
+    KeySpec(
+        "slower", "minus", "slower", "slower", "Refresh less often", "app", show=False, display="-"
+    ),
+    KeySpec("theme", "t", "next_theme", "theme", "Switch to the next theme", "app", show=False),
+    KeySpec(
+        "palette", "ctrl+p", "command_palette", "palette", "Open the command palette", "app",
+        show=False, priority=True,
+    ),
+    KeySpec("redraw", "ctrl+l", "redraw", "redraw", "Redraw the whole screen", "app", show=False),
+    KeySpec("open", "enter", "open_model", "open", "Open the selected model", "overview"),
+    KeySpec("filter", "slash", "filter", "filter", "Filter models by a part of their id", "overview", display="/"),
+    KeySpec(
+        "clear-filter", "escape", "clear_filter", "clear", "Clear the filter", "overview",
+        show=False,
+    ),
+    KeySpec("sort", "s", "sort_next", "sort", "Sort by the next column", "overview"),
+    KeySpec(
+        "sort-left", "less_than_sign", "sort_previous", "sort ←", "Sort by the column to the left",
+        "overview", show=False, display="<",
+    ),
+    KeySpec(
+        "sort-right", "greater_than_sign", "sort_next", "sort →",
+        "Sort by the column to the right", "overview", show=False, display=">",
+    ),
+    KeySpec("reverse", "r", "reverse", "reverse", "Reverse the sort order", "overview"),
+    KeySpec("back", "escape", "back", "back", "Back to the overview", "model"),
+    KeySpec(
+        "previous-model", "left_square_bracket,left", "step(-1)", "prev",
+        "Previous model", "model", display="[",
+    ),
+    KeySpec(
+        "next-model", "right_square_bracket,right", "step(1)", "next", "Next model", "model",
+        display="]",
+    ),
+    KeySpec("window", "w", "next_window", "window", "Chart window: 5m, 15m, 1h, 24h", "model"),
+)
+
+
+def bindings(scope: str) -> list[Binding]:
+    return [
+        Binding(
+            spec.keys,
+            spec.action,
+            spec.description,
+            show=spec.show,
+            key_display=spec.display,
+            priority=spec.priority,
+            id=spec.id,
+            tooltip=spec.help,
+        )
+        for spec in KEYS
+        if spec.scope == scope
+    ]
+
+
+def specs(scopes: Iterable[str]) -> list[KeySpec]:
+    wanted = set(scopes)
+    return [spec for spec in KEYS if spec.scope in wanted]
+
+
+def key_ids() -> set[str]:
+    return {spec.id for spec in KEYS}

@@ -1,0 +1,295 @@
+"""The numbers of the overview, computed from the store: plain data, no Textual.
+
+The screen turns these rows into lines; tests and the benchmark can compute them without a
+terminal. Every number here is local (the usage log of this host); account-wide CloudWatch values
+live in their own columns and are never added to these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from monitor.formatting import format_count, format_ms, format_usd
+from monitor.store import LATENCY_COUNT, Store
+from monitor.ui.hooks import BudgetStatus, ScreenExtras, tightest_budget
+
+RATE_WINDOW_S = 60  # req/min and tokens/s
+LATENCY_WINDOW_S = 300  # p50/p99 and the error and throttle counts
+SPEND_WINDOW_S = 3600
+SPARK_POINTS = 12  # minutes in the latency sparkline
+SPARK_REFRESH_S = 10.0  # completed minutes of the sparklines are recomputed this often
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+GAUGE_CELLS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column. ``drop``: higher numbers leave first when the terminal is narrow."""
+
+    key: str
+    label: str
+    width: int
+    align: str = "right"
+    drop: int = 0
+    sortable: bool = True
+    account: bool = False  # an account-wide (CloudWatch) column
+
+
+MODEL = Column("model", "model", 14, align="left", drop=0)
+BASE_COLUMNS: tuple[Column, ...] = (
+    MODEL,
+    Column("req", "req/m", 6, drop=1),
+    Column("in", "in tok/s", 8, drop=7),
+    Column("out", "out tok/s", 9, drop=2),
+    Column("p50", "p50", 6, drop=8),
+    Column("p99", "p99", 6, drop=3),
+    Column("err", "err 5m", 6, drop=4),
+    Column("thr", "thr 5m", 6, drop=9),
+)
+SPEND = Column("spend", "spend 1h", 9, drop=5)
+BUDGET = Column("budget", "budget", GAUGE_CELLS + 5, align="left", drop=6)
+ACCOUNT_REQ = Column("acct_req", "acct req/m", 10, drop=10, account=True)
+TREND = Column("trend", "p50 trend", SPARK_POINTS, align="left", drop=11, sortable=False)
+
+
+def columns_for(extras: ScreenExtras) -> list[Column]:
+    """The columns that have something to show with these inputs."""
+    columns = list(BASE_COLUMNS)
+    if extras.cost is not None:
+        columns.append(SPEND)
+    if extras.budgets is not None:
+        columns.append(BUDGET)
+    if extras.cloudwatch is not None:
+        columns.append(ACCOUNT_REQ)
+    columns.append(TREND)
+    return columns
+
+
+def fit_columns(columns: Sequence[Column], width: int, model_max: int = 48) -> list[Column]:
+    """Drop columns (highest ``drop`` first) until they fit ``width``; the model column takes
+    what is left, up to ``model_max``."""
+    kept = list(columns)
+
+    def needed(cols: list[Column]) -> int:
+        return sum(col.width for col in cols) + len(cols) - 1
+
+    while needed(kept) > width and len(kept) > 1:
+        kept.remove(max(kept[1:], key=lambda col: col.drop))
+    spare = max(0, width - needed(kept))
+    model = kept[0]
+    return [
+        Column(model.key, model.label, min(model_max, model.width + spare), model.align),
+        *kept[1:],
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    text: str
+    style: str = ""  # "", dim, warn, error, spark, ok, account, gauge-ok, gauge-warn, gauge-error
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    model_id: str
+    cells: dict[str, Cell]
+    sort_values: dict[str, float | str]
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests_per_min: float
+    input_tokens_per_s: float
+    output_tokens_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
+    throttles: int
+    models: int
+    spend_hour: float | None  # None: no prices, or some model unpriced
+    unpriced_models: int
+    budget: BudgetStatus | None
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """One cell per value, scaled between the smallest and largest known value; gaps blank."""
+    known = [value for value in values if value is not None]
+    if not known:
+        return " " * len(values)
+    low, high = min(known), max(known)
+    span = high - low
+    top = len(SPARK_BARS) - 1
+    chars = []
+    for value in values:
+        if value is None:
+            chars.append(" ")
+        elif span <= 0:
+            chars.append(SPARK_BARS[top // 2])
+        else:
+            chars.append(SPARK_BARS[round((value - low) / span * top)])
+    return "".join(chars)
+
+
+def gauge(fraction: float, cells: int = GAUGE_CELLS) -> str:
+    """A bar of ``cells`` characters with eighth-block resolution, then the percentage."""
+    clamped = min(max(fraction, 0.0), 1.0)
+    eighths = round(clamped * cells * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")
+    return f"{bar:<{cells}} {min(fraction, 9.99) * 100:3.0f}%"
+
+
+def budget_cell(status: BudgetStatus | None) -> Cell:
+    if status is None:
+        return Cell("", "dim")
+    style = ("gauge-ok", "gauge-ok", "gauge-warn", "gauge-error")[min(status.level, 3)]
+    return Cell(gauge(status.fraction), style)
+
+
+def _rate(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}"
+    return format_count(round(value))
+
+
+class SparkCache:
+    """Per-model latency sparklines: completed minutes are recomputed every
+    ``SPARK_REFRESH_S`` or when the minute turns; the current minute on every refresh."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[int, float, list[float | None]]] = {}
+
+    def values(self, store: Store, model_id: str, now: float) -> list[float | None]:
+        minute = int(now) // 60
+        cached = self._done.get(model_id)
+        if cached is None or cached[0] != minute or now - cached[1] >= SPARK_REFRESH_S:
+            done = store.minute_quantiles(model_id, now - 60, 0.5, SPARK_POINTS - 1)
+            self._done[model_id] = cached = (minute, now, done)
+        current = store.minute_quantiles(model_id, now, 0.5, 1)
+        return [*cached[2], *current]
+
+
+def model_row(
+    store: Store,
+    model_id: str,
+    now: float,
+    extras: ScreenExtras,
+    sparks: SparkCache,
+    budgets: Sequence[BudgetStatus] = (),
+) -> ModelRow:
+    rates = store.rates(model_id, now, RATE_WINDOW_S)
+    latency = store.latency(model_id, now, LATENCY_WINDOW_S)
+    recent = store.tally_between(model_id, now - LATENCY_WINDOW_S, now)
+    errors = recent.errors
+    throttles = recent.throttles
+    cells = {
+        "model": Cell(model_id),
+        "req": Cell(_rate(rates.requests_per_min), "" if rates.requests_per_min else "dim"),
+        "in": Cell(_rate(rates.input_tokens_per_s)),
+        "out": Cell(_rate(rates.output_tokens_per_s)),
+        "p50": Cell(format_ms(latency.p50)),
+        "p99": Cell(format_ms(latency.p99)),
+        "err": Cell(str(errors), "error" if errors else "dim"),
+        "thr": Cell(str(throttles), "warn" if throttles else "dim"),
+        "trend": Cell(sparkline(sparks.values(store, model_id, now)), "spark"),
+    }
+    sort_values: dict[str, float | str] = {
+        "model": model_id,
+        "req": rates.requests_per_min,
+        "in": rates.input_tokens_per_s,
+        "out": rates.output_tokens_per_s,
+        "p50": latency.p50 if latency.p50 is not None else -1.0,
+        "p99": latency.p99 if latency.p99 is not None else -1.0,
+        "err": errors,
+        "thr": throttles,
+    }
+    if extras.cost is not None:
+        spend = extras.cost(model_id, store.tally_between(model_id, now - SPEND_WINDOW_S, now))
+        cells["spend"] = Cell(format_usd(spend), "dim" if spend is None else "")
+        sort_values["spend"] = -1.0 if spend is None else spend
+    if extras.budgets is not None:
+        status = tightest_budget(budgets, model_id)
+        cells["budget"] = budget_cell(status)
+        sort_values["budget"] = -1.0 if status is None else status.fraction
+    if extras.cloudwatch is not None:
+        account = extras.cloudwatch.account_requests_per_min(model_id, now)
+        cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")
+        sort_values["acct_req"] = -1.0 if account is None else account
+    return ModelRow(model_id, cells, sort_values)
+
+
+def sort_rows(rows: list[ModelRow], key: str, reverse: bool) -> list[ModelRow]:
+    """Numbers sort largest first unless ``reverse``; the model id sorts A-Z unless reversed."""
+    if key == "model":
+        return sorted(rows, key=lambda row: row.model_id, reverse=reverse)
+    return sorted(
+        rows,
+        key=lambda row: (-_number(row.sort_values.get(key, 0.0)), row.model_id),
+        reverse=reverse,
+    )
+
+
+def _number(value: float | str) -> float:
+    return float(value) if not isinstance(value, str) else 0.0
+
+
+def totals(
+    store: Store,
+    model_ids: Sequence[str],
+    now: float,
+    extras: ScreenExtras,
+    budgets: Sequence[BudgetStatus] = (),
+) -> Totals:
+    rates = store.rates(None, now, RATE_WINDOW_S)
+    latency = store.latency(None, now, LATENCY_WINDOW_S)
+    recent = store.tally_between(None, now - LATENCY_WINDOW_S, now)
+    spend: float | None = None
+    unpriced = 0
+    if extras.cost is not None:
+        spend = 0.0
+        for model_id in model_ids:
+            tally = store.tally_between(model_id, now - SPEND_WINDOW_S, now)
+            cost = extras.cost(model_id, tally)
+            if cost is None:
+                if tally.total_tokens:
+                    unpriced += 1
+            else:
+                spend += cost
+    return Totals(
+        requests_per_min=rates.requests_per_min,
+        input_tokens_per_s=rates.input_tokens_per_s,
+        output_tokens_per_s=rates.output_tokens_per_s,
+        p50_ms=latency.p50,
+        p99_ms=latency.p99,
+        errors=recent.errors,
+        throttles=recent.throttles,
+        models=len(model_ids),
+        spend_hour=spend,
+        unpriced_models=unpriced,
+        budget=tightest_budget(budgets, None) if extras.budgets is not None else None,
+    )
+
+
+def format_age(seconds: float | None) -> str:
+    """``0.4s``, ``12s``, ``3m``, ``2h``, ``5d``; ``never`` when there was nothing."""
+    if seconds is None or math.isnan(seconds):
+        return "never"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def has_latency(store: Store, model_id: str, now: float) -> bool:
+    """Whether the model had any successful call in the latency window."""
+    return any(store.minute_series(model_id, now, LATENCY_COUNT, LATENCY_WINDOW_S // 60 + 1))

@@ -1,0 +1,539 @@
+"""The overview, the model drill-down and the help screen.
+
+Screens do not poll: the app calls ``refresh_view(now)`` on the screen in front at each refresh
+(and ``quick_update(now)`` when records arrive between refreshes). Hidden screens are not asked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input
+
+from monitor.formatting import base_model_id, format_count, format_ms, format_usd
+from monitor.store import (
+    CACHE_READ,
+    CACHE_WRITE,
+    CLIENT_ERRORS,
+    INPUT,
+    OUTPUT,
+    SERVER_ERRORS,
+    THROTTLES,
+)
+from monitor.ui import keys
+from monitor.ui.hooks import BudgetStatus
+from monitor.ui.overview_model import (
+    LATENCY_WINDOW_S,
+    RATE_WINDOW_S,
+    ModelRow,
+    SparkCache,
+    columns_for,
+    format_age,
+    gauge,
+    model_row,
+    sort_rows,
+    totals,
+)
+from monitor.ui.widgets import Chart, ModelTable, TextPanel
+
+if TYPE_CHECKING:
+    from monitor.ui.app import BedrockTopApp
+
+WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("1h", 3600), ("24h", 86400))
+RECENT_ROWS = 30
+QUANTILE_REFRESH_S = 10.0  # minute-tier latency charts of the long windows
+
+
+def _shorten_path(path: str, width: int) -> str:
+    home = str(Path.home())
+    if path.startswith(home):
+        path = "~" + path[len(home) :]
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
+
+
+def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
+    """The sources line(s): the log, CloudWatch, paused and refresh state."""
+    state = app.feed.tailer.snapshot()
+    store = app.feed.store
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(" bedrock-top ", style="bold reverse")
+    if app.paused:
+        text.append(" PAUSED ", style="bold reverse")
+    text.append(" LOCAL ", style="bold")
+    files = list(state.get("files", {}) or {}) or list(state.get("waiting_for", []) or [])
+    shown = files[0] if files else ", ".join(state.get("patterns", []) or [])  # type: ignore[arg-type]
+    more = f" +{len(files) - 1}" if len(files) > 1 else ""
+    text.append(f"log {_shorten_path(str(shown), max(16, width // 3))}{more}")
+    text.append(f" · {format_count(int(state.get('records', 0) or 0))} records")  # type: ignore[call-overload]
+    rejected = int(state.get("rejected", 0) or 0)  # type: ignore[call-overload]
+    text.append(f" · {rejected} rejected", style="bold" if rejected else "")
+    if state.get("waiting_for"):
+        text.append(" · waiting for file")
+    if state.get("errors"):
+        text.append(" · read errors", style="bold")
+    last = store.last_epoch
+    text.append(f" · last {format_age(None if last is None else now - last)}")
+    text.append(f" · every {app.interval:g}s")
+    cloudwatch = app.extras.cloudwatch
+    text.append("\n")
+    if cloudwatch is None:
+        text.append(" ACCOUNT ", style="bold")
+        text.append("CloudWatch off", style="dim")
+    else:
+        cw = cloudwatch.cloudwatch_state()
+        text.append(" ACCOUNT ", style="bold")
+        text.append(f"CloudWatch {cw.region}: {cw.state}")
+        if cw.last_good_epoch is not None:
+            text.append(f" · last poll {format_age(now - cw.last_good_epoch)} ago")
+        if cw.cost_per_hour_usd is not None:
+            text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h")
+        if cw.message:
+            text.append(f" · {cw.message}", style="bold")
+    return text
+
+
+class OverviewScreen(Screen[None]):
+    """Every model, one row each, with totals above."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keys.bindings("overview")  # type: ignore[assignment]
+    AUTO_FOCUS = "ModelTable"
+
+    def __init__(self) -> None:
+        super().__init__(id="overview")
+        self.filter_text = ""
+        self._sparks = SparkCache()
+        self._shown_key: tuple[int, int, str, str, bool, int, int] | None = None
+        self._known_models: set[str] = set()
+
+    @property
+    def bt(self) -> BedrockTopApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TextPanel(id="sources")
+        yield TextPanel(id="totals")
+        yield ModelTable(columns_for(self.bt.extras), id="models")
+        yield Input(placeholder="filter models (enter: keep, esc: clear)", id="filter")
+        yield Footer()
+
+    @property
+    def table(self) -> ModelTable:
+        return self.query_one(ModelTable)
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.table.set_sort(self.bt.sort_key, self.bt.sort_reverse)
+
+    def on_screen_resume(self) -> None:
+        self._shown_key = None
+        self.refresh_view(self.bt.now())
+
+    # -- refresh ------------------------------------------------------------------------------
+    def quick_update(self, now: float) -> None:
+        """Between refreshes: the sources line, and new models at once."""
+        self.query_one("#sources", TextPanel).show(source_header(self.bt, now, self.size.width))
+        if not self._known_models.issuperset(self.bt.feed.store.model_ids()):
+            self.refresh_view(now)
+
+    def refresh_view(self, now: float) -> None:
+        app = self.bt
+        store = app.feed.store
+        key = (
+            store.version,
+            int(now),
+            self.filter_text,
+            app.sort_key,
+            app.sort_reverse,
+            app.extras_version(),
+            self.size.width,
+        )
+        self.query_one("#sources", TextPanel).show(source_header(app, now, self.size.width))
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        model_ids = store.model_ids()
+        self._known_models = set(model_ids)
+        budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
+        wanted = [m for m in model_ids if self.filter_text.lower() in m.lower()]
+        rows = [model_row(store, m, now, app.extras, self._sparks, budgets) for m in wanted]
+        rows = sort_rows(rows, app.sort_key, app.sort_reverse)
+        with app.batch_update():
+            self.query_one("#totals", TextPanel).show(self._totals_text(now, model_ids, budgets))
+            table = self.table
+            table.empty_text = (
+                f"no model matches '{self.filter_text}'" if self.filter_text and model_ids
+                else "waiting for records…"
+            )
+            table.set_rows(rows)
+
+    def _totals_text(self, now: float, model_ids: list[str], budgets: Sequence[BudgetStatus]) -> Text:
+        app = self.bt
+        summary = totals(app.feed.store, model_ids, now, app.extras, budgets)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" LOCAL ", style="bold")
+        text.append(f"{summary.models} models · ")
+        text.append(f"{_num(summary.requests_per_min)} req/min · ")
+        text.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
+        text.append(f"out {_num(summary.output_tokens_per_s)} tok/s · ")
+        text.append(f"p50 {format_ms(summary.p50_ms)} p99 {format_ms(summary.p99_ms)} · ")
+        text.append(f"err {summary.errors}", style="bold" if summary.errors else "")
+        text.append(f" thr {summary.throttles} (5m)", style="bold" if summary.throttles else "")
+        if app.extras.cost is not None:
+            spend = format_usd(summary.spend_hour)
+            text.append(f" · spend 1h {spend}")
+            if summary.unpriced_models:
+                text.append(f" ({summary.unpriced_models} unpriced)")
+        if summary.budget is not None:
+            budget = summary.budget
+            text.append(f" · {budget.name} {gauge(budget.fraction)}")
+        text.append("\n")
+        text.append(
+            " local = this host's usage log, real time (rates over 1m, latency over 5m)",
+            style="dim",
+        )
+        if app.extras.cloudwatch is not None:
+            text.append(" · acct = CloudWatch, all callers, per minute, minutes late", style="dim")
+        return text
+
+    # -- actions ------------------------------------------------------------------------------
+    def on_model_table_opened(self, message: ModelTable.Opened) -> None:
+        self.bt.open_model(message.model_id)
+
+    def action_open_model(self) -> None:
+        model_id = self.table.cursor_model
+        if model_id is not None:
+            self.bt.open_model(model_id)
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.value = self.filter_text
+        field.focus()
+
+    def on_input_changed(self, message: Input.Changed) -> None:
+        self.filter_text = message.value.strip()
+        self.refresh_view(self.bt.now())
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = bool(self.filter_text)
+        self.table.focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = ""
+        field.display = False
+        self.filter_text = ""
+        self.table.focus()
+        self.refresh_view(self.bt.now())
+
+    def on_key(self, event: object) -> None:
+        # Escape inside the filter field clears it (the field would otherwise swallow it).
+        key = getattr(event, "key", "")
+        if key == "escape" and self.focused is self.query_one("#filter", Input):
+            self.action_clear_filter()
+            getattr(event, "stop")()  # noqa: B009
+
+    def _sortable(self) -> list[str]:
+        return [column.key for column in self.table.columns if column.sortable]
+
+    def _sort_step(self, step: int) -> None:
+        keys_ = self._sortable()
+        app = self.bt
+        index = keys_.index(app.sort_key) if app.sort_key in keys_ else 0
+        app.sort_key = keys_[(index + step) % len(keys_)]
+        self.table.set_sort(app.sort_key, app.sort_reverse)
+        self.refresh_view(app.now())
+
+    def action_sort_next(self) -> None:
+        self._sort_step(1)
+
+    def action_sort_previous(self) -> None:
+        self._sort_step(-1)
+
+    def action_reverse(self) -> None:
+        app = self.bt
+        app.sort_reverse = not app.sort_reverse
+        self.table.set_sort(app.sort_key, app.sort_reverse)
+        self.refresh_view(app.now())
+
+
+def _num(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.1f}" if value < 10 else format_count(round(value))
+
+
+class ModelScreen(Screen[None]):
+    """One model: charts over a window, recent requests, CloudWatch and budgets."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keys.bindings("model")  # type: ignore[assignment]
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(id="model")
+        self.model_id = model_id
+        self._shown_key: tuple[object, ...] | None = None
+        self._recent_shown: tuple[str, ...] = ()
+        self._quantiles: dict[tuple[str, int, float, bool], tuple[float, list[float | None]]] = {}
+
+    @property
+    def bt(self) -> BedrockTopApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TextPanel(id="model-title")
+        with VerticalScroll(id="model-body"):
+            with Grid(id="charts"):
+                yield Chart("input tok/s", id="chart-in")
+                yield Chart("output tok/s", id="chart-out")
+                yield Chart("latency p50", id="chart-p50")
+                yield Chart("latency p99", id="chart-p99")
+                yield Chart("TTFT p50", id="chart-ttft")
+                yield Chart("errors + throttles", id="chart-errors")
+            with Vertical(id="panels"):
+                yield TextPanel(id="cache", classes="panel")
+                yield TextPanel(id="cloudwatch", classes="panel")
+                yield TextPanel(id="budgets", classes="panel")
+            yield DataTable(id="recent", cursor_type="row", zebra_stripes=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#recent", DataTable)
+        for label in ("time", "operation", "in", "out", "cache r/w", "latency", "TTFT", "status", "app"):
+            table.add_column(label, key=label)
+
+    def on_screen_resume(self) -> None:
+        self._shown_key = None
+        self.refresh_view(self.bt.now())
+
+    def quick_update(self, now: float) -> None:
+        """Nothing between refreshes: the charts move at the refresh interval."""
+
+    def show_model(self, model_id: str) -> None:
+        self.model_id = model_id
+        self._shown_key = None
+        self._recent_shown = ()
+        self.refresh_view(self.bt.now())
+
+    def refresh_view(self, now: float) -> None:
+        app = self.bt
+        store = app.feed.store
+        label, window = WINDOWS[app.window_index]
+        key = (store.version, int(now), self.model_id, window, app.extras_version(), self.size)
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        with app.batch_update():
+            self._title(now, label)
+            self._charts(now, window)
+            self._cache(now, window, label)
+            self._cloudwatch(now, window)
+            self._budgets(now)
+            self._recent()
+
+    def _title(self, now: float, label: str) -> None:
+        store = self.bt.feed.store
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" MODEL ", style="bold reverse")
+        text.append(f" {self.model_id}", style="bold")
+        base = base_model_id(self.model_id)
+        if base != self.model_id:
+            text.append(f"  (base model {base})")
+        rates = store.rates(self.model_id, now, RATE_WINDOW_S)
+        latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
+        text.append("\n LOCAL ", style="bold")
+        text.append(
+            f"{_num(rates.requests_per_min)} req/min · in {_num(rates.input_tokens_per_s)} tok/s"
+            f" · out {_num(rates.output_tokens_per_s)} tok/s · p50 {format_ms(latency.p50)}"
+            f" · p99 {format_ms(latency.p99)} · window {label} (w)"
+        )
+        if self.bt.paused:
+            text.append("  PAUSED", style="bold reverse")
+        self.query_one("#model-title", TextPanel).show(text)
+
+    def _series(self, now: float, window: int, index: int | tuple[int, ...]) -> list[float | None]:
+        """Per-second values for windows up to 15 minutes, else per-minute values divided by 60
+        (so both read as a rate per second)."""
+        store = self.bt.feed.store
+        indices = index if isinstance(index, tuple) else (index,)
+        if window <= 900:
+            parts = [store.second_series(self.model_id, now, i, window) for i in indices]
+            scale = 1.0
+        else:
+            parts = [store.minute_series(self.model_id, now, i, window // 60) for i in indices]
+            scale = 1 / 60
+        return [sum(values) * scale for values in zip(*parts, strict=True)]
+
+    def _quantile_series(
+        self, now: float, window: int, q: float, ttft: bool = False
+    ) -> list[float | None]:
+        points = max(1, window // 60)
+        key = (self.model_id, window, q, ttft)
+        cached = self._quantiles.get(key)
+        # Long windows are a quantile per minute for up to 1440 minutes: recomputed every few
+        # seconds, not at every refresh.
+        if cached is not None and points > 60 and now - cached[0] < QUANTILE_REFRESH_S:
+            return cached[1]
+        values = self.bt.feed.store.minute_quantiles(self.model_id, now, q, points, ttft=ttft)
+        self._quantiles[key] = (now, values)
+        return values
+
+    def _charts(self, now: float, window: int) -> None:
+        def summary(values: Sequence[float | None], fmt: str = "rate") -> str:
+            known = [v for v in values if v is not None]
+            if not known:
+                return "no data"
+            last = next((v for v in reversed(values) if v is not None), None)
+            peak = max(known)
+            if fmt == "ms":
+                return f"last {format_ms(last)} · max {format_ms(peak)}"
+            return f"avg {_num(sum(known) / len(values))} · max {_num(peak)}"
+
+        tokens_in = self._series(now, window, INPUT)
+        tokens_out = self._series(now, window, OUTPUT)
+        self.query_one("#chart-in", Chart).show(tokens_in, summary(tokens_in))
+        self.query_one("#chart-out", Chart).show(tokens_out, summary(tokens_out))
+        for chart_id, q, ttft in (("#chart-p50", 0.5, False), ("#chart-p99", 0.99, False), ("#chart-ttft", 0.5, True)):
+            values = self._quantile_series(now, window, q, ttft)
+            self.query_one(chart_id, Chart).show(values, summary(values, "ms"))
+        failures = self._series(now, window, (CLIENT_ERRORS, SERVER_ERRORS, THROTTLES))
+        tally = self.bt.feed.store.tally_between(self.model_id, now - window, now)
+        self.query_one("#chart-errors", Chart).show(
+            failures,
+            f"err {tally.errors} · thr {tally.throttles} in window",
+        )
+
+    def _cache(self, now: float, window: int, label: str) -> None:
+        tally = self.bt.feed.store.tally_between(self.model_id, now - window, now)
+        total_input = tally.input_tokens + tally.cache_read_input_tokens + tally.cache_write_input_tokens
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"Prompt cache ({label}, local)\n", style="bold")
+        if total_input == 0:
+            text.append("no input tokens in this window", style="dim")
+        else:
+            read = tally.cache_read_input_tokens / total_input
+            write = tally.cache_write_input_tokens / total_input
+            text.append(f"read  {gauge(read)}  {format_count(tally.cache_read_input_tokens)} tok\n")
+            text.append(f"write {gauge(write)}  {format_count(tally.cache_write_input_tokens)} tok\n")
+            text.append(f"of {format_count(total_input)} input tokens")
+            if tally.estimated:
+                text.append(f" · {tally.estimated} estimated", style="bold")
+        self.query_one("#cache", TextPanel).show(text)
+
+    def _cloudwatch(self, now: float, window: int) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("CloudWatch (account-wide, per minute)\n", style="bold")
+        cloudwatch = self.bt.extras.cloudwatch
+        if cloudwatch is None:
+            text.append("CloudWatch is off", style="dim")
+        else:
+            points = max(5, min(window // 60, 60))
+            for metric, name in (("Invocations", "calls/min"), ("InputTokenCount", "in tok/min"), ("OutputTokenCount", "out tok/min")):
+                series = cloudwatch.account_minute_series(self.model_id, metric, now, points)
+                known = [v for v in series if v is not None]
+                last = format_count(known[-1]) if known else "-"
+                from monitor.ui.overview_model import sparkline
+
+                text.append(f"{name:<12} {sparkline(series[-30:])} {last}\n")
+            state = cloudwatch.cloudwatch_state()
+            text.append(f"{state.region}: {state.state}", style="dim")
+        self.query_one("#cloudwatch", TextPanel).show(text)
+
+    def _budgets(self, now: float) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("Budgets\n", style="bold")
+        if self.bt.extras.budgets is None:
+            text.append("no budgets configured", style="dim")
+        else:
+            statuses = [s for s in self.bt.budget_statuses(now) if s.applies_to(self.model_id)]
+            if not statuses:
+                text.append("no budget applies to this model", style="dim")
+            for status in statuses:
+                line = f"{status.name} ({status.period}, {status.source}) {gauge(status.fraction)} {status.used_text}/{status.limit_text}"
+                if status.projected_fraction is not None:
+                    line += f" · projected {status.projected_fraction * 100:.0f}%"
+                if status.exhausts_at is not None:
+                    line += f" · runs out {time.strftime('%a %H:%M', time.localtime(status.exhausts_at))}"
+                style = ("", "", "bold", "bold reverse")[min(status.level, 3)]
+                text.append(line + "\n", style=style)
+        self.query_one("#budgets", TextPanel).show(text)
+
+    def _recent(self) -> None:
+        records = self.bt.feed.store.recent_requests(self.model_id, RECENT_ROWS)
+        ids = tuple(record.request_id for record in records)
+        if ids == self._recent_shown:
+            return
+        self._recent_shown = ids
+        table = self.query_one("#recent", DataTable)
+        table.clear()
+        for record in records:
+            cache = (
+                f"{format_count(record.cache_read_input_tokens)}/{format_count(record.cache_write_input_tokens)}"
+                if record.cache_read_input_tokens or record.cache_write_input_tokens
+                else "-"
+            )
+            status = record.status if record.error_code is None else f"{record.status} {record.error_code}"
+            table.add_row(
+                record.ts.strftime("%H:%M:%S"),
+                record.operation,
+                format_count(record.input_tokens) + ("~" if record.token_source == "estimate" else ""),
+                format_count(record.output_tokens),
+                cache,
+                format_ms(record.latency_ms),
+                format_ms(record.ttft_ms),
+                status,
+                record.app or "",
+            )
+
+    # -- actions ------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.bt.pop_to_overview(self.model_id)
+
+    def action_step(self, delta: int) -> None:
+        self.bt.step_model(delta)
+
+    def action_next_window(self) -> None:
+        app = self.bt
+        app.window_index = (app.window_index + 1) % len(WINDOWS)
+        self.refresh_view(app.now())
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, from the same table as the footer and the command palette."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "dismiss", "close", id="help-close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield TextPanel(id="help-text")
+
+    def on_mount(self) -> None:
+        app: BedrockTopApp = self.app  # type: ignore[assignment]
+        text = Text()
+        text.append("bedrock-top keys\n", style="bold")
+        titles = {"app": "Everywhere", "overview": "Overview", "model": "Model detail"}
+        for scope, title in titles.items():
+            text.append(f"\n{title}\n", style="bold underline")
+            for spec in keys.specs([scope]):
+                text.append(f"  {app.key_text(spec):<14}", style="bold")
+                text.append(f"{spec.help}  ")
+                text.append(f"[{spec.id}]\n", style="dim")
+        text.append(
+            "\nKeys are remapped by id in the configuration file ([keys] table).\n"
+            "Mouse: click a row to select it, click again to open it.",
+            style="dim",
+        )
+        self.query_one("#help-text", TextPanel).show(text)
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)
