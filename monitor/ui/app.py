@@ -267,6 +267,7 @@ class BedrockTopApp(App[int]):
         front = self._front()
         if front is not None:
             front._shown_key = None
+            front.refresh_view(self.now())
         self.refresh(repaint=True, layout=True)
         self.screen.refresh(repaint=True, layout=True)
 
@@ -310,6 +311,20 @@ def _runner(target: App[int] | Screen[object], action: str) -> Callable[[], obje
         await target.run_action(action)
 
     return run
+
+
+def seeded_demo_feed(
+    log_path: Path, now: float, *, models: int = 7, rate_per_s: float = 6.0, seed: int = 7
+) -> LocalFeed:
+    """A demo log written up to ``now`` and read into a feed whose clock stands still at
+    ``now``: the same screen every time (tests, snapshots, the benchmark's warm-up)."""
+    from monitor.sources.demo import DemoWorkload, DemoWriter
+
+    workload = DemoWorkload(models=models, rate_per_s=rate_per_s, seed=seed)
+    DemoWriter(log_path, workload).write_history(now)
+    feed = LocalFeed([str(log_path)], since=now - 3600, start_epoch=now - DAY_S, clock=lambda: now)
+    feed.catch_up()
+    return feed
 
 
 def prepare_feed(args: argparse.Namespace, now: float) -> tuple[LocalFeed, Callable[[], None]]:

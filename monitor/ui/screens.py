@@ -121,7 +121,10 @@ class OverviewScreen(Screen[None]):
         yield TextPanel(id="sources")
         yield TextPanel(id="totals")
         yield ModelTable(columns_for(self.bt.extras), id="models")
-        yield Input(placeholder="filter models (enter: keep, esc: clear)", id="filter")
+        # No blinking cursor: nothing on screen moves unless the data does.
+        field = Input(placeholder="filter models (enter: keep, esc: clear)", id="filter")
+        field.cursor_blink = False
+        yield field
         yield Footer()
 
     @property
