@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 
@@ -105,8 +106,8 @@ class BedrockTopApp(App[int]):
         self.feed.drain()
         self._arm_tick(0)
         loop = self._loop
-        if self._follow and loop is not None:
-            self.feed.start(lambda: loop.call_soon_threadsafe(self._records_arrived))
+        if self._follow:
+            self.feed.start(self._wake)
         if self._watch_terminal and loop is not None:
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -188,10 +189,20 @@ class BedrockTopApp(App[int]):
         idle = last is None or now - last > IDLE_AFTER_S
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
+    class RecordsArrived(Message):
+        """The log tailer queued records (posted from its thread)."""
+
+    def _wake(self) -> None:
+        # Runs on the tailer's thread: one message at a time is enough.
+        if not self._quick_pending:
+            self._quick_pending = True
+            self.post_message(self.RecordsArrived())
+
+    def on_bedrock_top_app_records_arrived(self, message: RecordsArrived) -> None:
+        self._records_arrived()
+
     def _records_arrived(self) -> None:
-        """Called on the event loop when the tailer queued records."""
-        if self._quick_pending:
-            return
+        """On the event loop: schedule a quick update, at most every ``QUICK_UPDATE_S``."""
         self._quick_pending = True
         wait = max(0.0, self._last_quick + QUICK_UPDATE_S - time.monotonic())
         self.set_timer(max(wait, 0.001), self._quick_update, name="quick")

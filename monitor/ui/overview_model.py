@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from monitor.formatting import format_count, format_ms, format_usd
-from monitor.store import LATENCY_COUNT, Store
+from monitor.store import (
+    CLIENT_ERRORS,
+    INPUT,
+    OUTPUT,
+    REQUESTS,
+    SERVER_ERRORS,
+    THROTTLES,
+    Store,
+)
+from monitor.store import Rates
 from monitor.ui.hooks import BudgetStatus, ScreenExtras, tightest_budget
 
 RATE_WINDOW_S = 60  # req/min and tokens/s
@@ -181,11 +190,9 @@ def model_row(
     sparks: SparkCache,
     budgets: Sequence[BudgetStatus] = (),
 ) -> ModelRow:
-    rates = store.rates(model_id, now, RATE_WINDOW_S)
+    rates = window_rates(store, model_id, now)
     latency = store.latency(model_id, now, LATENCY_WINDOW_S)
-    recent = store.tally_between(model_id, now - LATENCY_WINDOW_S, now)
-    errors = recent.errors
-    throttles = recent.throttles
+    errors, throttles = recent_failures(store, model_id, now)
     cells = {
         "model": Cell(model_id),
         "req": Cell(_rate(rates.requests_per_min), "" if rates.requests_per_min else "dim"),
@@ -222,6 +229,33 @@ def model_row(
     return ModelRow(model_id, cells, sort_values)
 
 
+def window_rates(store: Store, model_id: str | None, now: float) -> Rates:
+    """Requests/min and tokens/s over the last ``RATE_WINDOW_S`` seconds: the same numbers as
+    ``Store.rates``, summed from the per-second series (a few dict lookups per second instead of
+    merging whole buckets, which matters at twenty models every second)."""
+    end = math.ceil(now) - 1  # the buckets Store.rates sums: [now - window, now)
+    sums = [
+        sum(store.second_series(model_id, end, index, RATE_WINDOW_S))
+        for index in (REQUESTS, INPUT, OUTPUT)
+    ]
+    return Rates(
+        requests_per_min=sums[0] * 60.0 / RATE_WINDOW_S,
+        input_tokens_per_s=sums[1] / RATE_WINDOW_S,
+        output_tokens_per_s=sums[2] / RATE_WINDOW_S,
+    )
+
+
+def recent_failures(store: Store, model_id: str | None, now: float) -> tuple[int, int]:
+    """Errors and throttles in the last ``LATENCY_WINDOW_S`` (whole minutes, the current one
+    included, like the latency percentiles)."""
+    points = LATENCY_WINDOW_S // 60
+
+    def total(index: int) -> int:
+        return int(sum(store.minute_series(model_id, now, index, points)))
+
+    return total(CLIENT_ERRORS) + total(SERVER_ERRORS), total(THROTTLES)
+
+
 def sort_rows(rows: list[ModelRow], key: str, reverse: bool) -> list[ModelRow]:
     """Numbers sort largest first unless ``reverse``; the model id sorts A-Z unless reversed."""
     if key == "model":
@@ -244,9 +278,9 @@ def totals(
     extras: ScreenExtras,
     budgets: Sequence[BudgetStatus] = (),
 ) -> Totals:
-    rates = store.rates(None, now, RATE_WINDOW_S)
+    rates = window_rates(store, None, now)
     latency = store.latency(None, now, LATENCY_WINDOW_S)
-    recent = store.tally_between(None, now - LATENCY_WINDOW_S, now)
+    errors, throttles = recent_failures(store, None, now)
     spend: float | None = None
     unpriced = 0
     if extras.cost is not None:
@@ -265,8 +299,8 @@ def totals(
         output_tokens_per_s=rates.output_tokens_per_s,
         p50_ms=latency.p50,
         p99_ms=latency.p99,
-        errors=recent.errors,
-        throttles=recent.throttles,
+        errors=errors,
+        throttles=throttles,
         models=len(model_ids),
         spend_hour=spend,
         unpriced_models=unpriced,
@@ -279,8 +313,8 @@ def format_age(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "never"
     seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f}s"
+    if seconds < 1:
+        return "<1s"  # steady while records keep coming: the header is not repainted for it
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:
@@ -288,8 +322,3 @@ def format_age(seconds: float | None) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
-
-
-def has_latency(store: Store, model_id: str, now: float) -> bool:
-    """Whether the model had any successful call in the latency window."""
-    return any(store.minute_series(model_id, now, LATENCY_COUNT, LATENCY_WINDOW_S // 60 + 1))

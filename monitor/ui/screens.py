@@ -141,8 +141,7 @@ class OverviewScreen(Screen[None]):
 
     # -- refresh ------------------------------------------------------------------------------
     def quick_update(self, now: float) -> None:
-        """Between refreshes: the sources line, and new models at once."""
-        self.query_one("#sources", TextPanel).show(source_header(self.bt, now, self.size.width))
+        """Between refreshes: a new model gets its row at once; the rest waits for the tick."""
         if not self._known_models.issuperset(self.bt.feed.store.model_ids()):
             self.refresh_view(now)
 

@@ -1,0 +1,170 @@
+"""Benchmark of the live screen in a real terminal (tmux), printing its figures.
+
+    python bench/bench_screen.py [--seconds 60] [--models 20] [--rate 50] [--markers 40]
+
+1. First frame: from starting ``bedrock-top --demo`` in a detached tmux session (120x40) to the
+   first capture of the pane that shows the table with model rows.
+2. CPU: the bedrock-top process (psutil CPU times, all its threads: demo writer, log tailer,
+   screen) over ``--seconds`` at the default 1 s refresh, with the demo writing ``--models``
+   models at about ``--rate`` requests/s (the effective rate is measured from the log and
+   printed, since the demo's bursts make it differ from the nominal one).
+3. Record to screen: the table is filtered to "mark" (``/mark``), then records of new model ids
+   ``bench.mark-N`` are appended to a second log the program follows; the time from each append
+   to the first ``tmux capture-pane`` that shows the row is the latency (capture-pane is polled
+   every few milliseconds; its own cost is part of the figure).
+
+Goals (issue 3): CPU <= 1.5 % of a core, record-to-screen p95 <= 300 ms, first frame <= 1.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.records import make_record, to_json_line  # noqa: E402
+
+
+def capture(session: str) -> str:
+    return subprocess.run(
+        ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+    ).stdout
+
+
+def keys(session: str, *sequence: str) -> None:
+    for key in sequence:
+        subprocess.run(["tmux", "send-keys", "-t", session, key], check=True)
+        time.sleep(0.2)
+
+
+def demo_log(process: psutil.Process) -> Path | None:
+    for handle in process.open_files():
+        if "bedrock-top-demo-" in handle.path and handle.path.endswith("usage.jsonl"):
+            return Path(handle.path)
+    return None
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--models", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20.0, help="nominal demo rate (req/s)")
+    parser.add_argument("--markers", type=int, default=40)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-screen-"))
+    marks = scratch / "marks.jsonl"
+    marks.touch()
+    session = f"bench-{uuid.uuid4().hex[:6]}"
+    command = (
+        f"exec {sys.executable} -m monitor --demo --demo-models {args.models} "
+        f"--demo-rate {args.rate} --log {marks}"
+    )
+    started = time.perf_counter()
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(ROOT),
+         command],
+        check=True,
+    )
+    try:
+        first_frame = None
+        while time.perf_counter() - started < 20:
+            screen = capture(session)
+            if "req/m" in screen and "claude" in screen:
+                first_frame = time.perf_counter() - started
+                break
+            time.sleep(0.01)
+        if first_frame is None:
+            print("the first frame never appeared:\n" + capture(session))
+            return 1
+        pane_pid = int(
+            subprocess.run(
+                ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )
+        process = psutil.Process(pane_pid)
+        time.sleep(3)  # settle: start-up work is not part of the steady state
+        log = demo_log(process)
+        lines_before = count_lines(log) if log else 0
+        cpu_before = process.cpu_times()
+        wall_before = time.perf_counter()
+        samples = []
+        while time.perf_counter() - wall_before < args.seconds:
+            samples.append(process.cpu_percent(interval=5.0))
+        cpu_after = process.cpu_times()
+        wall = time.perf_counter() - wall_before
+        lines_after = count_lines(log) if log else 0
+        busy = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        cpu_percent = 100.0 * busy / wall
+        rate = (lines_after - lines_before) / wall
+
+        keys(session, "/", *"mark", "Enter")
+        time.sleep(1.5)
+        latencies = []
+        rng = random.Random(1)
+        for index in range(args.markers):
+            time.sleep(rng.uniform(0.3, 1.1))  # land anywhere in the refresh cycle
+            model = f"bench.mark-{index:03d}"
+            record = make_record(
+                epoch=time.time(), request_id=f"mark-{index}", model_id=model,
+                operation="Converse", input_tokens=10, output_tokens=5, latency_ms=100.0,
+                status="ok", token_source="body",
+            )
+            line = to_json_line(record)
+            fd = os.open(marks, os.O_WRONLY | os.O_APPEND)
+            appended = time.perf_counter()
+            os.write(fd, line)
+            os.close(fd)
+            while time.perf_counter() - appended < 5:
+                if f"mark-{index:03d}" in capture(session):
+                    latencies.append((time.perf_counter() - appended) * 1000)
+                    break
+                time.sleep(0.005)
+        keys(session, "q")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+    print(f"terminal 120x40, demo {args.models} models, nominal rate {args.rate:g} req/s")
+    print(f"effective rate             {rate:8.1f} req/s (lines appended to the demo log)")
+    print(f"first full frame           {first_frame * 1000:8.0f} ms   (goal <= 1200)")
+    print(
+        f"CPU of bedrock-top         {cpu_percent:8.2f} % of one core over {wall:.0f} s "
+        f"(goal <= 1.5); 5 s samples median {statistics.median(samples):.2f} %, "
+        f"max {max(samples):.2f} %"
+    )
+    if latencies:
+        print(
+            f"record to screen           p50 {percentile(latencies, 0.5):6.0f} ms   "
+            f"p95 {percentile(latencies, 0.95):6.0f} ms   max {max(latencies):6.0f} ms   "
+            f"({len(latencies)}/{args.markers} seen; goal p95 <= 300)"
+        )
+    else:
+        print("record to screen: no marker was seen")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
