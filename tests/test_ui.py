@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -309,7 +310,9 @@ async def test_new_model_row_appears_before_the_next_refresh(
         )
         Path("usage.jsonl").open("ab").write(to_json_line(record))
         feed.tailer.poll()
-        app._records_arrived()  # what the tailer thread's wake-up does
+        waker = threading.Thread(target=app._wake)  # as the tailer's thread does after a batch
+        waker.start()
+        waker.join()
         await pilot.pause(0.3)
         assert "us.example.fresh-model-v1:0" in ids(app)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import os
 import select
 import shutil
@@ -25,7 +26,6 @@ from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import BindingType
-from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 
@@ -83,6 +83,7 @@ class BedrockTopApp(App[int]):
         self._tick_delay = 0.0
         self._quick_pending = False
         self._last_quick = 0.0
+        self._wake_context: contextvars.Context | None = None
         self._return_code = 0
         self._overview: OverviewScreen | None = None
         self._budget_cache: tuple[float, list[BudgetStatus]] | None = None
@@ -106,6 +107,7 @@ class BedrockTopApp(App[int]):
         self.feed.drain()
         self._arm_tick(0)
         loop = self._loop
+        self._wake_context = contextvars.copy_context()
         if self._follow:
             self.feed.start(self._wake)
         if self._watch_terminal and loop is not None:
@@ -189,23 +191,22 @@ class BedrockTopApp(App[int]):
         idle = last is None or now - last > IDLE_AFTER_S
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
-    class RecordsArrived(Message):
-        """The log tailer queued records (posted from its thread)."""
-
     def _wake(self) -> None:
-        # Runs on the tailer's thread: one message at a time is enough.
-        if not self._quick_pending:
+        """Runs on the tailer's thread after each batch. A plain event-loop callback (not a
+        Textual message or timer, which cost several times more at ten wake-ups a second),
+        run in the app's context; one pending at a time is enough."""
+        loop, context = self._loop, self._wake_context
+        if not self._quick_pending and loop is not None and context is not None:
             self._quick_pending = True
-            self.post_message(self.RecordsArrived())
-
-    def on_bedrock_top_app_records_arrived(self, message: RecordsArrived) -> None:
-        self._records_arrived()
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._records_arrived, context=context)
 
     def _records_arrived(self) -> None:
-        """On the event loop: schedule a quick update, at most every ``QUICK_UPDATE_S``."""
+        """On the event loop: a quick update, at most every ``QUICK_UPDATE_S``."""
         self._quick_pending = True
         wait = max(0.0, self._last_quick + QUICK_UPDATE_S - time.monotonic())
-        self.set_timer(max(wait, 0.001), self._quick_update, name="quick")
+        if self._loop is not None:
+            self._loop.call_later(wait, self._quick_update, context=self._wake_context)
 
     def _quick_update(self) -> None:
         self._quick_pending = False
