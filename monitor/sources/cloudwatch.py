@@ -348,7 +348,8 @@ class CloudWatchSource:
         self.store = store or CloudWatchStore()
         self.period_starts = period_starts
         self.recently_active = recently_active
-        self._retry = {"mode": retry_mode, "max_attempts": max_attempts}
+        # botocore counts "total_max_attempts" including the first; "max_attempts" would be retries.
+        self._retry = {"mode": retry_mode, "total_max_attempts": max(1, max_attempts)}
         self._timeouts = (connect_timeout_s, read_timeout_s)
         self._clock = clock
         self._rng = rng or random.Random()
@@ -423,7 +424,7 @@ class CloudWatchSource:
                 session.create_client(
                     "cloudwatch",
                     config=AioConfig(
-                        retries={"mode": "standard", "max_attempts": 1},
+                        retries={"mode": "standard", "total_max_attempts": 1},
                         connect_timeout=connect_timeout,
                         read_timeout=read_timeout,
                         user_agent_extra="bedrock-top",
