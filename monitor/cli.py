@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monitor import __version__
 from monitor.formatting import parse_duration, parse_since
@@ -142,6 +143,7 @@ def _log_patterns(args: argparse.Namespace, demo_dir: Path | None) -> list[str]:
 
 
 def run_once(args: argparse.Namespace) -> int:
+    from monitor.cloudwatch_store import combine_report_objects
     from monitor.feed import DAY_S, LocalFeed
     from monitor.report import ReportInput, build_report, render_json, render_line, render_table
 
@@ -163,12 +165,16 @@ def run_once(args: argparse.Namespace) -> int:
         )
         feed.catch_up()
         feed.stop()
+    sources: dict[str, dict[str, Any]] = {"log": feed.tailer.snapshot()}
+    cloudwatch, sources["cloudwatch"] = _cloudwatch_for_report(args, now)
     report = build_report(
         ReportInput(
             now=now,
             since=args.since_epoch,
             store=feed.store,
-            sources={"log": feed.tailer.snapshot()},
+            sources=sources,
+            cloudwatch=cloudwatch,
+            cloudwatch_totals=combine_report_objects(cloudwatch.values()) if cloudwatch else None,
         )
     )
     fmt = args.format or "table"
@@ -185,6 +191,29 @@ def run_once(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _cloudwatch_for_report(
+    args: argparse.Namespace, now: float
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """CloudWatch over --since: on by default, off with --no-cloudwatch, and off with --demo
+    unless a profile, region or endpoint is given (the demo needs no AWS account)."""
+    from monitor.sources.cloudwatch import cloudwatch_report
+
+    asked = bool(args.profile or args.region or args.endpoint_url)
+    if args.demo and not asked and not args.no_cloudwatch:
+        reason = "off with --demo (pass --profile, --region or --endpoint-url to use it)"
+    else:
+        reason = "disabled (--no-cloudwatch)"
+    return cloudwatch_report(
+        args.region,
+        args.profile,
+        args.endpoint_url,
+        args.since_epoch,
+        now,
+        enabled=not args.no_cloudwatch and (asked or not args.demo),
+        disabled_message=reason,
+    )
 
 
 def run_live(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 MINUTE_S: Final = 60
 DEFAULT_RETENTION_MINUTES: Final = 24 * 60
@@ -407,3 +407,38 @@ def _minute_range(start: float, end: float) -> tuple[int, int]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def combine_report_objects(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Account-wide totals from the per-model ``cloudwatch`` report objects: counts add up, the
+    average is weighted by requests, the maximum is the largest; percentiles cannot be combined
+    and are null."""
+    items = list(objects)
+    counts = (
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_write_input_tokens",
+        "errors",
+        "throttles",
+    )
+    combined: dict[str, Any] = {
+        key: sum(int(item.get(key) or 0) for item in items) for key in counts
+    }
+    for latency_key in ("latency_ms", "ttft_ms"):
+        weighted = weight = 0.0
+        peak: float | None = None
+        for item in items:
+            latency = item.get(latency_key) or {}
+            avg, top = latency.get("avg"), latency.get("max")
+            requests = float(item.get("requests") or 0)
+            if avg is not None and requests > 0:
+                weighted += float(avg) * requests
+                weight += requests
+            if top is not None:
+                peak = float(top) if peak is None else max(peak, float(top))
+        combined[latency_key] = LatencySummary(
+            avg=weighted / weight if weight else None, max=peak
+        ).as_dict()
+    return combined

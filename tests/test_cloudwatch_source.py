@@ -641,3 +641,95 @@ def test_report_disabled_and_without_credentials(
     models, state = cloudwatch_report("us-east-1", None, moto_url, 0, time.time())
     assert models == {} and state["state"] == NO_CREDENTIALS
     assert "no AWS credentials" in state["message"]
+
+
+# -- the real program, end to end ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_log(path: Path, now: float) -> None:
+    from monitor.records import make_record, to_json_line
+
+    record = make_record(
+        epoch=now - 120,
+        request_id="req-local-1",
+        model_id=MODELS[0],
+        operation="Converse",
+        input_tokens=11,
+        output_tokens=7,
+        latency_ms=420.0,
+        status="ok",
+        token_source="body",
+    )
+    path.write_bytes(to_json_line(record))
+
+
+def run_once(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "monitor", "--once", "--json", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report: dict[str, Any] = json.loads(completed.stdout)
+    return report
+
+
+def test_once_json_end_to_end_keeps_the_two_sources_apart(
+    cw: Any, moto_url: str, tmp_path: Path
+) -> None:
+    import os
+
+    now = time.time()
+    expected = seed_usage(cw, now)
+    log = tmp_path / "usage.jsonl"
+    write_log(log, now)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    report = run_once(
+        ["--endpoint-url", moto_url, "--region", "us-east-1", "--log", str(log), "--since", "1h"],
+        env,
+    )
+    cloud_state = report["sources"]["cloudwatch"]
+    assert cloud_state["state"] == OK and cloud_state["region"] == "us-east-1"
+    assert cloud_state["calls"] >= 1 and cloud_state["estimated_cost_usd"] > 0
+    by_model = {entry["model_id"]: entry for entry in report["models"]}
+    assert sorted(by_model) == sorted(MODELS)
+    for model in MODELS:
+        assert by_model[model]["cloudwatch"]["requests"] == expected[model][INVOCATIONS]
+        assert by_model[model]["cloudwatch"]["input_tokens"] == expected[model][INPUT_TOKENS]
+    # The local log's one request stays separate from CloudWatch's account-wide numbers.
+    assert by_model[MODELS[0]]["local"]["requests"] == 1
+    assert by_model[MODELS[0]]["local"]["input_tokens"] == 11
+    assert by_model[MODELS[1]]["local"] is None
+    total_requests = sum(expected[m][INVOCATIONS] for m in MODELS)
+    assert report["totals"]["cloudwatch"]["requests"] == total_requests
+    assert report["totals"]["local"]["requests"] == 1
+
+
+def test_once_without_credentials_reports_the_log_and_says_why(
+    aws_env: None, tmp_path: Path, moto_url: str
+) -> None:
+    import os
+
+    now = time.time()
+    log = tmp_path / "usage.jsonl"
+    write_log(log, now)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    env["PYTHONPATH"] = str(REPO)
+    report = run_once(["--endpoint-url", moto_url, "--log", str(log)], env)
+    assert report["sources"]["cloudwatch"]["state"] == NO_CREDENTIALS
+    assert "no AWS credentials" in report["sources"]["cloudwatch"]["message"]
+    assert report["totals"]["local"]["requests"] == 1
+    assert [entry.get("cloudwatch") for entry in report["models"]] == [None]

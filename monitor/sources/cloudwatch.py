@@ -944,6 +944,7 @@ def cloudwatch_report(
     now: float,
     *,
     enabled: bool = True,
+    disabled_message: str = "disabled (--no-cloudwatch)",
     models_from_config: Iterable[str] = (),
     read_timeout_s: float = 20.0,
     max_attempts: int = 4,
@@ -961,7 +962,7 @@ def cloudwatch_report(
         clock=lambda: now,
     )
     if not enabled:
-        return {}, source.state.as_report()
+        return {}, {**source.state.as_report(), "message": disabled_message}
 
     async def run() -> dict[str, CloudWatchTotals]:
         try:
