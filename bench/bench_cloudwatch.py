@@ -183,7 +183,7 @@ async def cost_benchmark(url: str) -> None:
     print(
         f"from the poll that first sees a new minute to the store: median {poll_ms:.0f} ms "
         f"(the poll itself); to the screen: + at most one refresh tick (1 s) = "
-        f"{poll_ms / 1000 + 1:.1f} s worst case"
+        f"{poll_ms / 1000 + 1:.1f} s (median poll)"
     )
     print(
         f"from a minute being published to the poll that sees it: at most {worst_hot:.0f} s for"
