@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -180,12 +180,11 @@ def _parse_dotted_key(text: str) -> tuple[list[str], str] | None:
         return parts, text[index:]
 
 
-def source_lines(text: str) -> dict[str, int]:
-    """Best effort: the 1-based line of each table header and key in a TOML text, by key path.
+def _scan_keys(text: str) -> Iterator[tuple[str, int]]:
+    """Best effort: ``(key path, 1-based line)`` of each table header and key in a TOML text.
 
     Used only to point error messages at a line; tomllib does not report where a value was.
     """
-    lines: dict[str, int] = {}
     current: list[str | int] = []
     array_counts: dict[tuple[str, ...], int] = {}
     in_multiline: str | None = None
@@ -204,20 +203,27 @@ def source_lines(text: str) -> dict[str, int]:
                 index = array_counts.get(names, 0)
                 array_counts[names] = index + 1
                 current = [*names, index]
-                lines.setdefault(key_path(*current), number)
+                yield key_path(*current), number
             continue
         if line.startswith("["):
             parsed = _parse_dotted_key(line[1:])
             if parsed and parsed[1].lstrip().startswith("]"):
                 current = list(parsed[0])
-                lines.setdefault(key_path(*current), number)
+                yield key_path(*current), number
             continue
         parsed = _parse_dotted_key(line)
         if parsed and parsed[1].startswith("="):
-            lines.setdefault(key_path(*current, *parsed[0]), number)
+            yield key_path(*current, *parsed[0]), number
             for quote in ('"""', "'''"):
                 if parsed[1].count(quote) % 2 == 1:
                     in_multiline = quote
+
+
+def source_lines(text: str) -> dict[str, int]:
+    """The line where each key path is first written in a TOML text (see :func:`_scan_keys`)."""
+    lines: dict[str, int] = {}
+    for name, number in _scan_keys(text):
+        lines.setdefault(name, number)
     return lines
 
 
@@ -565,7 +571,7 @@ def _validate_document(data: Mapping[str, Any], checker: _Checker, base_dir: Pat
         for prefix, multiplier in table.items():
             problem = prefix_problem(prefix)
             if problem:
-                raise checker.fail(("profile_multipliers", prefix), f"as the key {problem}")
+                raise checker.fail(("profile_multipliers", prefix), problem)
             doc.profile_multipliers[prefix] = checker.number(
                 multiplier, ("profile_multipliers", prefix), minimum=0, exclusive_minimum=True
             )
@@ -610,8 +616,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         key = ""
         if line is not None:
             # Name the key being written on the failing line when the text gets that far.
-            lines = source_lines("\n".join(text.splitlines()[:line]))
-            on_line = [name for name, number in lines.items() if number == line]
+            on_line = [name for name, number in _scan_keys(text) if number == line]
             key = on_line[-1] if on_line else ""
         raise ConfigError(
             path=path, key_path=key, expected="valid TOML", got=reason, line=line
