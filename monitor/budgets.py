@@ -397,7 +397,7 @@ def run_on_threshold(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-    except (OSError, ValueError, TypeError) as err:
+    except Exception as err:  # OSError, SubprocessError, or an empty or non-string argv
         message = f"on_threshold command {list(argv)!r} failed to start: {err}"
         _log.warning(message)
         if on_error is not None:
