@@ -42,10 +42,11 @@ TOKEN_SOURCES: Final[tuple[str, ...]] = ("header", "body", "stream", "estimate",
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 Millis = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_LATENCY_MS)]
 ShortString = Annotated[str, msgspec.Meta(max_length=256)]
-Tags = Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], ShortString], msgspec.Meta(max_length=32)]
+TagKey = Annotated[str, msgspec.Meta(max_length=64)]
+Tags = Annotated[dict[TagKey, ShortString], msgspec.Meta(max_length=32)]
 
 
-class UsageRecord(msgspec.Struct, kw_only=True):
+class UsageRecord(msgspec.Struct, kw_only=True, gc=False):
     """One Bedrock runtime call, as the wrapper saw it.
 
     ``input_tokens`` excludes prompt-cache tokens, as Bedrock reports it. ``ts`` is the end of the

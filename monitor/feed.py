@@ -1,0 +1,66 @@
+"""The local source end to end: usage logs -> tailer -> store.
+
+The tailer parses in its own thread and queues batches; the consumer (the screen's event loop,
+or the headless report) drains the queue into the store on its own thread, so the store is only
+ever touched by one thread and needs no locks.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterable
+
+from monitor.records import UsageRecord
+from monitor.sources.logtail import LogTailer
+from monitor.store import Store
+
+DAY_S = 24 * 3600
+
+
+class LocalFeed:
+    """Usage logs followed into a :class:`Store`."""
+
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        *,
+        since: float | None,
+        start_epoch: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``since`` starts the report window; ``start_epoch`` is the oldest time any view needs
+        (budget periods, the 24-hour charts) and decides where the tailer enters each file."""
+        self.clock = clock
+        self.store = Store(since=since)
+        self._queue: queue.SimpleQueue[list[UsageRecord]] = queue.SimpleQueue()
+        entry = start_epoch if start_epoch is not None else since
+        if since is not None and entry is not None:
+            entry = min(entry, since)
+        self.tailer = LogTailer(patterns, self._queue.put, start_epoch=entry)
+
+    def catch_up(self) -> int:
+        """Read every file to its current end on this thread and ingest it."""
+        self.tailer.poll()
+        return self.drain()
+
+    def start(self, wake: Callable[[], None] | None = None) -> None:
+        """Follow the logs in a background thread; ``wake`` is called (from that thread) after
+        each batch is queued."""
+        self.tailer.start(on_change=wake)
+
+    def drain(self) -> int:
+        """Ingest queued batches. Call from the consumer's thread only."""
+        now = self.clock()
+        ingested = 0
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            ingested += self.store.ingest(batch, now)
+        self.store.prune(now)
+        return ingested
+
+    def stop(self) -> None:
+        self.tailer.stop()

@@ -1,0 +1,115 @@
+"""Turning numbers and model ids into short text, shared by the report and the screen."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Inference-profile prefixes Bedrock uses in model ids (cross-region and global profiles).
+PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> seconds. Raises ValueError."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 90s, 15m, 2h, 7d)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_since(text: str, now: float) -> float:
+    """A duration back from ``now`` or an ISO-8601 timestamp (naive means UTC) -> POSIX
+    seconds. Raises ValueError with a message fit for the command line."""
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since: {text!r} is neither a duration (90s, 15m, 2h, 7d) "
+            "nor an ISO-8601 timestamp (2026-11-26T09:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def iso_utc(epoch: float) -> str:
+    """``2026-11-26T17:21:21Z`` (seconds precision, for reports)."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_count(value: float) -> str:
+    """1234 -> ``1.2k``; 5600000 -> ``5.6M``; small values keep one decimal if fractional."""
+    magnitude = abs(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= limit:
+            return f"{value / limit:.1f}{suffix}"
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.1f}"
+
+
+def format_ms(value: float | None) -> str:
+    """Milliseconds as ``830ms`` or ``4.2s``; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}s"
+    if value >= 1000:
+        return f"{value / 1000:.1f}s"
+    return f"{value:.0f}ms"
+
+
+def format_usd(value: float | None) -> str:
+    """Dollars; ``unpriced`` when the price is unknown (never ``$0``)."""
+    if value is None:
+        return "unpriced"
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value >= 0.01 or value == 0:
+        return f"${value:,.2f}"
+    return f"${value:.4f}"
+
+
+def base_model_id(model_id: str) -> str:
+    """The foundation model behind an id: inference-profile prefixes and ARNs removed."""
+    if model_id.startswith("arn:"):
+        model_id = model_id.rsplit("/", 1)[-1]
+    for prefix in PROFILE_PREFIXES:
+        if model_id.startswith(prefix):
+            return model_id[len(prefix) :]
+    return model_id
+
+
+def short_model_id(model_id: str, width: int) -> str:
+    """Fit a model id in ``width`` cells: drop the provider, then the version suffix, then cut
+    the middle. The profile prefix stays, because it changes the price."""
+    if len(model_id) <= width:
+        return model_id
+    prefix = ""
+    rest = model_id
+    if rest.startswith("arn:"):
+        rest = rest.rsplit("/", 1)[-1]
+    for candidate in PROFILE_PREFIXES:
+        if rest.startswith(candidate):
+            prefix, rest = candidate, rest[len(candidate) :]
+            break
+    _provider, dot, name = rest.partition(".")
+    if dot:
+        rest = name
+    text = prefix + rest
+    if len(text) <= width:
+        return text
+    text = prefix + re.sub(r"-v\d+(:\d+)?$", "", rest)
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 2 + (width - 1) % 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")

@@ -1,0 +1,216 @@
+"""The headless report: ``bedrock-top --once`` as a table, JSON or one line.
+
+Never imports Textual. stdout carries the report; diagnostics go to stderr. Local numbers (the
+usage log: this host, real time) and account-wide numbers (CloudWatch) sit side by side in
+separate objects and are never added together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.formatting import format_count, format_ms, format_usd, iso_utc, short_model_id
+from monitor.store import Percentiles, Store, Tally
+
+RATE_WINDOW_S = 60
+RATE_WINDOW_LONG_S = 300
+
+
+@dataclass
+class ReportInput:
+    """Everything a report is made from, gathered by the caller."""
+
+    now: float
+    since: float
+    store: Store
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # model_id -> the CloudWatch object for that model (account-wide), when that source ran.
+    cloudwatch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cloudwatch_totals: dict[str, Any] | None = None
+    # model_id -> cost in USD of the local tally, or None when unpriced.
+    local_cost: Mapping[str, float | None] | None = None
+    budgets: list[dict[str, Any]] | None = None
+
+
+def _percentiles(values: Percentiles) -> dict[str, float | None]:
+    return {key: _round(value) for key, value in values.as_dict().items()}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def local_object(store: Store, model_id: str | None, now: float) -> dict[str, Any]:
+    """The ``local`` object of a model (or of all models when ``model_id`` is None)."""
+    tally: Tally = store.since_tally(model_id)
+    return {
+        "requests": tally.requests,
+        "input_tokens": tally.input_tokens,
+        "output_tokens": tally.output_tokens,
+        "cache_read_input_tokens": tally.cache_read_input_tokens,
+        "cache_write_input_tokens": tally.cache_write_input_tokens,
+        "errors": tally.errors,
+        "client_errors": tally.client_errors,
+        "server_errors": tally.server_errors,
+        "throttles": tally.throttles,
+        "aborted": tally.aborted,
+        # Requests whose token counts were estimated by the wrapper, not reported by Bedrock.
+        "estimated_requests": tally.estimated,
+        "latency_ms": _percentiles(store.since_latency(model_id)),
+        "ttft_ms": _percentiles(store.since_ttft(model_id)),
+        "rates": store.rates(model_id, now, RATE_WINDOW_S).as_dict(),
+        "rates_5m": store.rates(model_id, now, RATE_WINDOW_LONG_S).as_dict(),
+    }
+
+
+def build_report(data: ReportInput) -> dict[str, Any]:
+    """The JSON report (field names are a contract: see docs/report.md)."""
+    store = data.store
+    model_ids = set(store.model_ids()) | set(data.cloudwatch)
+    models: list[dict[str, Any]] = []
+    for model_id in model_ids:
+        entry: dict[str, Any] = {"model_id": model_id}
+        if model_id in store:
+            entry["local"] = local_object(store, model_id, data.now)
+            if data.local_cost is not None:
+                entry["local"]["cost_usd"] = _money(data.local_cost.get(model_id))
+        else:
+            entry["local"] = None
+        if model_id in data.cloudwatch:
+            entry["cloudwatch"] = data.cloudwatch[model_id]
+        models.append(entry)
+    models.sort(key=_sort_key)
+    totals: dict[str, Any] = {"local": local_object(store, None, data.now)}
+    if data.local_cost is not None:
+        priced = [cost for cost in data.local_cost.values() if cost is not None]
+        totals["local"]["cost_usd"] = _money(sum(priced)) if priced else None
+    if data.cloudwatch_totals is not None:
+        totals["cloudwatch"] = data.cloudwatch_totals
+    report: dict[str, Any] = {
+        "generated_at": iso_utc(data.now),
+        "since": iso_utc(data.since),
+        "sources": data.sources,
+        "totals": totals,
+        "models": models,
+    }
+    if data.budgets is not None:
+        report["budgets"] = data.budgets
+    return report
+
+
+def _money(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[int, str]:
+    side = entry.get("local") or entry.get("cloudwatch") or {}
+    tokens = int(side.get("input_tokens") or 0) + int(side.get("output_tokens") or 0)
+    return (-tokens, entry["model_id"])
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=False)
+
+
+def render_table(report: dict[str, Any], width: int = 120) -> str:
+    """A ``top -b``-style table: one row per model, local numbers, CloudWatch beside them."""
+    lines = [f"bedrock-top  {report['generated_at']}  since {report['since']}"]
+    for name, state in report["sources"].items():
+        lines.append(f"  {name}: {_source_summary(name, state)}")
+    columns = ("REQ", "IN", "OUT", "ERR", "THR", "P50", "P99", "REQ/MIN", "IN/s", "OUT/s", "COST")
+    model_width = max(20, width - 6 * len(columns) - 12)
+    header = f"{'MODEL (local: this host)':<{model_width}}" + "".join(f"{c:>9}" for c in columns)
+    lines += ["", header]
+    rows = [(entry["model_id"], entry["local"]) for entry in report["models"] if entry["local"]]
+    rows.append(("TOTAL", report["totals"]["local"]))
+    for model_id, local in rows:
+        rates = local["rates"]
+        cells = (
+            format_count(local["requests"]),
+            format_count(local["input_tokens"]),
+            format_count(local["output_tokens"]),
+            str(local["errors"]),
+            str(local["throttles"]),
+            format_ms(local["latency_ms"]["p50"]),
+            format_ms(local["latency_ms"]["p99"]),
+            f"{rates['requests_per_min']:.1f}",
+            format_count(round(rates["input_tokens_per_s"], 1)),
+            format_count(round(rates["output_tokens_per_s"], 1)),
+            format_usd(local["cost_usd"]) if "cost_usd" in local else "",
+        )
+        name = short_model_id(model_id, model_width - 1)
+        estimated = "~" if local.get("estimated_requests") else ""
+        lines.append(f"{name + estimated:<{model_width}}" + "".join(f"{c:>9}" for c in cells))
+    cloud = [
+        (entry["model_id"], entry["cloudwatch"])
+        for entry in report["models"]
+        if entry.get("cloudwatch")
+    ]
+    if cloud:
+        lines += [
+            "",
+            f"{'MODEL (CloudWatch: account-wide)':<{model_width}}"
+            + "".join(f"{c:>9}" for c in ("REQ", "IN", "OUT", "ERR", "THR", "AVG", "MAX")),
+        ]
+        for model_id, cw in cloud:
+            latency = cw.get("latency_ms") or {}
+            cloud_cells = (
+                format_count(cw.get("requests") or 0),
+                format_count(cw.get("input_tokens") or 0),
+                format_count(cw.get("output_tokens") or 0),
+                str(cw.get("errors") or 0),
+                str(cw.get("throttles") or 0),
+                format_ms(latency.get("avg")),
+                format_ms(latency.get("max")),
+            )
+            name = short_model_id(model_id, model_width - 1)
+            lines.append(f"{name:<{model_width}}" + "".join(f"{c:>9}" for c in cloud_cells))
+    if any(local.get("estimated_requests") for _, local in rows):
+        lines += ["", "~ token counts of some requests are estimates (the response had no count)"]
+    for budget in report.get("budgets") or []:
+        fraction = budget.get("fraction")
+        shown = "-" if fraction is None else f"{fraction:.0%}"
+        lines.append(f"budget {budget['name']}: {shown} of {budget['period']}")
+    return "\n".join(lines) + "\n"
+
+
+def _source_summary(name: str, state: dict[str, Any]) -> str:
+    if state.get("kind") == "log":
+        files = ", ".join(state.get("files") or []) or ", ".join(state.get("patterns") or [])
+        text = f"{files} — {state['records']} records"
+        if state.get("rejected"):
+            reasons = ", ".join(f"{r} x{n}" for r, n in state["rejected_by_reason"].items())
+            text += f", {state['rejected']} rejected ({reasons})"
+        if state.get("waiting_for"):
+            text += f", waiting for {', '.join(state['waiting_for'])}"
+        for path, error in (state.get("errors") or {}).items():
+            text += f"; error reading {path}: {error}"
+        return text
+    scalars = {key: value for key, value in state.items() if not isinstance(value, dict | list)}
+    return ", ".join(f"{key}={value}" for key, value in scalars.items())
+
+
+def render_line(report: dict[str, Any], top: int = 2) -> str:
+    """One line for a tmux status bar or a prompt: local totals, top models, spend, budget."""
+    local = report["totals"]["local"]
+    rates = local["rates"]
+    parts = [
+        f"{rates['requests_per_min']:.0f} req/min",
+        f"in {format_count(round(rates['input_tokens_per_s'], 1))}/s",
+        f"out {format_count(round(rates['output_tokens_per_s'], 1))}/s",
+    ]
+    if "cost_usd" in local:
+        parts.append(format_usd(local["cost_usd"]))
+    ranked = [entry for entry in report["models"] if entry.get("local")]
+    ranked.sort(key=lambda entry: -entry["local"]["rates"]["output_tokens_per_s"])
+    for entry in ranked[:top]:
+        out = entry["local"]["rates"]["output_tokens_per_s"]
+        parts.append(f"{short_model_id(entry['model_id'], 24)} {format_count(round(out, 1))}/s")
+    budgets = [b for b in report.get("budgets") or [] if b.get("fraction") is not None]
+    if budgets:
+        tightest = max(budgets, key=lambda budget: budget["fraction"])
+        parts.append(f"{tightest['name']} {tightest['fraction']:.0%}")
+    return "bedrock " + " | ".join(parts)

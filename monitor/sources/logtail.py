@@ -1,0 +1,363 @@
+"""Follow usage logs with ``tail -F`` semantics.
+
+Files are followed by identity (device, inode), not by name: a rotated file is read to its end
+through the handle already open, then the new file at the path is read from its start; a file that
+shrinks was truncated and is read again from the start; a path that does not exist yet is waited
+for. Only complete lines are parsed; a partial last line waits for its newline.
+
+On start-up each file is entered at the first line whose timestamp could be inside the oldest
+window the views need, found by binary search on the (time-ordered) file, so start-up time does
+not grow with the age of the log.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_chunk
+
+READ_BYTES = 4 * 1024 * 1024
+POLL_INTERVAL_S = 0.05
+GLOB_REFRESH_S = 1.0
+# Concurrent writers append in request-end order only approximately; enter a file this much
+# earlier than asked so that a slightly late line is not skipped.
+SEEK_SLACK_S = 300.0
+_TS_FIELD = re.compile(rb'"ts"\s*:\s*"([^"]{10,40})"')
+
+RecordsCallback = Callable[[list[UsageRecord]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    where: str  # path:line
+    reason: str
+    detail: str
+
+
+@dataclass
+class LogSourceState:
+    """What the log source has done, for the header and the report."""
+
+    patterns: list[str]
+    files: dict[str, int] = field(default_factory=dict)  # path -> byte offset read up to
+    lines_read: int = 0
+    records: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_examples: deque[RejectedLine] = field(default_factory=lambda: deque(maxlen=20))
+    errors: dict[str, str] = field(default_factory=dict)  # path -> what went wrong reading it
+    waiting_for: list[str] = field(default_factory=list)  # named paths that do not exist yet
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": "log",
+            "patterns": list(self.patterns),
+            "files": dict(self.files),
+            "lines_read": self.lines_read,
+            "records": self.records,
+            "rejected": self.rejected_total,
+            "rejected_by_reason": dict(self.rejected.most_common()),
+            "rejected_examples": [
+                {"where": line.where, "reason": line.reason, "detail": line.detail}
+                for line in self.rejected_examples
+            ],
+            "errors": dict(self.errors),
+            "waiting_for": list(self.waiting_for),
+        }
+
+
+def record_ts(line: bytes) -> float | None:
+    """The ``ts`` of a line as POSIX seconds, without validating the rest of the record."""
+    match = _TS_FIELD.search(line)
+    if not match:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1).decode()).timestamp()
+    except ValueError:
+        return None
+
+
+def find_start_offset(fd: int, size: int, start_epoch: float) -> int:
+    """Byte offset of a line start at or before the first record with ``ts >= start_epoch -
+    SEEK_SLACK_S``, by binary search over line starts. Lines without a readable ``ts`` are
+    stepped over. Returns 0 when the whole file may be needed."""
+    target = start_epoch - SEEK_SLACK_S
+    lo, hi = 0, size  # invariant: the answer is a line start in [lo, hi]
+    probe = 64 * 1024
+    while hi - lo > probe:
+        mid = (lo + hi) // 2
+        block = os.pread(fd, probe, mid)
+        newline = block.find(b"\n")
+        if newline < 0:
+            hi = mid
+            continue
+        line_start = mid + newline + 1
+        ts = None
+        cursor = newline + 1
+        while ts is None:
+            end = block.find(b"\n", cursor)
+            if end < 0:
+                break
+            ts = record_ts(block[cursor:end])
+            cursor = end + 1
+        if ts is None or line_start >= hi:
+            hi = mid
+        elif ts < target:
+            lo = line_start
+        else:
+            hi = mid
+    # lo is 0 or just after a newline: a line start.
+    return lo
+
+
+class _FollowedFile:
+    """One open file, identified by (device, inode)."""
+
+    def __init__(self, path: str, fd: int, identity: tuple[int, int], offset: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.identity = identity
+        self.offset = offset
+        self.start_offset = offset
+        self.partial = b""
+        self.discarding = False  # inside an over-long line, dropping bytes until its newline
+        self.lines_since_start = 0
+        self.line_base: int | None = 0 if offset == 0 else None
+
+    def line_number(self, lines_since_start: int) -> str:
+        """``path:line`` for a 1-based line number counted from the file's start. Counting the
+        lines skipped by the start-up seek is paid only when a bad line has to be located."""
+        if self.line_base is None:
+            count = 0
+            position = 0
+            while position < self.start_offset:
+                block = os.pread(self.fd, min(READ_BYTES, self.start_offset - position), position)
+                if not block:
+                    break
+                count += block.count(b"\n")
+                position += len(block)
+            self.line_base = count
+        return f"{self.path}:{self.line_base + lines_since_start}"
+
+
+class LogTailer:
+    """Follows every file matching ``patterns`` and hands parsed records to ``on_records``.
+
+    ``poll()`` does one pass and may be called from any single thread; ``start()`` runs it in a
+    daemon thread every ``POLL_INTERVAL_S`` (a stat per file: near-zero CPU while idle).
+    """
+
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        on_records: RecordsCallback,
+        *,
+        start_epoch: float | None = None,
+        poll_interval: float = POLL_INTERVAL_S,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.patterns = [str(Path(pattern).expanduser()) for pattern in patterns]
+        self.state = LogSourceState(patterns=list(self.patterns))
+        self._on_records = on_records
+        self._on_change = on_change
+        self._start_epoch = start_epoch
+        self._poll_interval = poll_interval
+        self._followed: dict[tuple[int, int], _FollowedFile] = {}
+        self._first_pass = True
+        self._paths: list[str] = []
+        self._paths_checked_at = -GLOB_REFRESH_S
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards state for readers on other threads
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, on_change: Callable[[], None] | None = None) -> None:
+        """Follow in a daemon thread; ``on_change`` is called from it after each batch."""
+        if on_change is not None:
+            self._on_change = on_change
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="bedrock-top-logtail", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        for followed in self._followed.values():
+            os.close(followed.fd)
+        self._followed.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception as err:  # a tail must never die: report and keep polling
+                with self._lock:
+                    self.state.errors["tailer"] = f"{type(err).__name__}: {err}"
+            self._stop.wait(self._poll_interval)
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return self.state.as_dict()
+
+    # -- one pass -------------------------------------------------------------------------------
+    def poll(self, now_monotonic: float | None = None) -> int:
+        """Read whatever is new in every followed file. Returns the number of records read."""
+        clock = now_monotonic if now_monotonic is not None else time.monotonic()
+        if clock - self._paths_checked_at >= GLOB_REFRESH_S or self._first_pass:
+            self._paths = self._expand()
+            self._paths_checked_at = clock
+        current: dict[tuple[int, int], str] = {}
+        for path in self._paths:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                self._error(path, err)
+                continue
+            current[(info.st_dev, info.st_ino)] = path
+        total = 0
+        # Files no longer reachable by any matching path were rotated away: finish them first.
+        for identity in [key for key in self._followed if key not in current]:
+            followed = self._followed.pop(identity)
+            total += self._drain(followed)
+            os.close(followed.fd)
+            with self._lock:
+                self.state.files.pop(followed.path, None)
+        for identity, path in current.items():
+            known = self._followed.get(identity) or self._open(path, identity)
+            if known is None:
+                continue
+            known.path = path
+            total += self._drain(known)
+        self._first_pass = False
+        return total
+
+    def _expand(self) -> list[str]:
+        paths: list[str] = []
+        waiting: list[str] = []
+        for pattern in self.patterns:
+            if glob.has_magic(pattern):
+                paths.extend(sorted(glob.glob(pattern)))
+            else:
+                paths.append(pattern)
+                if not os.path.exists(pattern):
+                    waiting.append(pattern)
+        with self._lock:
+            self.state.waiting_for = waiting
+        return list(dict.fromkeys(paths))
+
+    def _open(self, path: str, identity: tuple[int, int]) -> _FollowedFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            self._error(path, err)
+            return None
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != identity:  # replaced between stat and open: next pass
+            os.close(fd)
+            return None
+        offset = 0
+        # Files present at start-up are entered at the window the views need; files that appear
+        # later are new and read whole.
+        if self._first_pass and self._start_epoch is not None and info.st_size > 0:
+            offset = find_start_offset(fd, info.st_size, self._start_epoch)
+        followed = _FollowedFile(path, fd, identity, offset)
+        self._followed[identity] = followed
+        with self._lock:
+            self.state.errors.pop(path, None)
+        return followed
+
+    def _error(self, path: str, err: OSError) -> None:
+        with self._lock:
+            self.state.errors[path] = f"{err.strerror or type(err).__name__} ({path})"
+
+    def _drain(self, followed: _FollowedFile) -> int:
+        """Read a file from its offset to its current end."""
+        try:
+            size = os.fstat(followed.fd).st_size
+        except OSError as err:
+            self._error(followed.path, err)
+            return 0
+        if size < followed.offset:  # truncated in place: the file starts again
+            followed.offset = followed.start_offset = 0
+            followed.partial = b""
+            followed.discarding = False
+            followed.lines_since_start = 0
+            followed.line_base = 0
+        total = 0
+        while followed.offset < size:
+            try:
+                block = os.pread(
+                    followed.fd, min(READ_BYTES, size - followed.offset), followed.offset
+                )
+            except OSError as err:
+                self._error(followed.path, err)
+                break
+            if not block:
+                break
+            followed.offset += len(block)
+            total += self._consume(followed, block)
+        with self._lock:
+            self.state.files[followed.path] = followed.offset
+        return total
+
+    def _consume(self, followed: _FollowedFile, block: bytes) -> int:
+        if followed.discarding:
+            newline = block.find(b"\n")
+            if newline < 0:
+                return 0
+            followed.discarding = False
+            followed.lines_since_start += 1
+            block = block[newline + 1 :]
+        data = followed.partial + block if followed.partial else block
+        cut = data.rfind(b"\n") + 1
+        followed.partial = data[cut:]
+        if len(followed.partial) > MAX_LINE_BYTES:
+            # A line this long is not a record: note it once and drop it as it streams past, so
+            # a 10 MB line never sits in memory.
+            line = followed.lines_since_start + data.count(b"\n", 0, cut) + 1
+            self._reject(followed, line, "line too long", f"over {MAX_LINE_BYTES} bytes")
+            followed.partial = b""
+            followed.discarding = True
+        if cut == 0:
+            return 0
+        complete = data[:cut]
+        records, rejections = parse_chunk(complete)
+        first_line = followed.lines_since_start
+        line_count = complete.count(b"\n")
+        followed.lines_since_start += line_count
+        for rejection in rejections:
+            self._reject(
+                followed, first_line + rejection.line_index + 1, rejection.reason, rejection.detail
+            )
+        with self._lock:
+            self.state.lines_read += line_count
+            self.state.records += len(records)
+        if records:
+            self._on_records(records)
+            if self._on_change is not None:
+                self._on_change()
+        return len(records)
+
+    def _reject(self, followed: _FollowedFile, line: int, reason: str, detail: str) -> None:
+        where = followed.line_number(line)
+        with self._lock:
+            self.state.rejected[reason] += 1
+            self.state.rejected_examples.append(RejectedLine(where, reason, detail))
