@@ -254,6 +254,42 @@ def evaluate(
     )
 
 
+def evaluate_all(
+    specs: Iterable[BudgetSpec],
+    now: float,
+    price_book: PriceBook,
+    *,
+    tz: tzinfo | str,
+    local_models: Iterable[str],
+    local_usage: UsageFn,
+    cloudwatch_models: Iterable[str] = (),
+    cloudwatch_usage: UsageFn | None = None,
+) -> list[BudgetStatus]:
+    """Evaluate every budget against its source: the local log, or CloudWatch when
+    ``cloudwatch_usage`` is given (CloudWatch is on) and the budget asks for it or for ``auto``.
+
+    A budget whose source is ``cloudwatch`` while CloudWatch is off is left out: its usage is
+    unknown, and the log's local numbers are not a stand-in for account-wide ones.
+    """
+    zone = as_zone(tz)
+    local = list(local_models)
+    remote = list(cloudwatch_models)
+    statuses: list[BudgetStatus] = []
+    for spec in specs:
+        source = resolve_source(spec, cloudwatch_enabled=cloudwatch_usage is not None)
+        if source == "cloudwatch":
+            if cloudwatch_usage is None:
+                continue
+            statuses.append(
+                evaluate(spec, now, remote, cloudwatch_usage, price_book, tz=zone, source=source)
+            )
+        else:
+            statuses.append(
+                evaluate(spec, now, local, local_usage, price_book, tz=zone, source=source)
+            )
+    return statuses
+
+
 def _tightness(status: BudgetStatus) -> tuple[float, float]:
     return status.fraction, status.projected_fraction
 

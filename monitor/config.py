@@ -41,6 +41,7 @@ DEFAULT_INTERVAL_S = 60.0
 MIN_INTERVAL_S = 10.0
 DEFAULT_REFRESH_S = 1.0
 MIN_REFRESH_S = 0.1
+MAX_REFRESH_S = 60.0
 DEFAULT_THEME = "bedrock-dark"
 DEFAULT_TIMEZONE = "UTC"
 _MAX_SECONDS = 24 * 3600.0
@@ -459,7 +460,7 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
         v, p, minimum=MIN_INTERVAL_S, maximum=_MAX_SECONDS, unit=" (seconds)"
     ),
     "ui.refresh_s": lambda c, v, p: c.number(
-        v, p, minimum=MIN_REFRESH_S, maximum=_MAX_SECONDS, unit=" (seconds)"
+        v, p, minimum=MIN_REFRESH_S, maximum=MAX_REFRESH_S, unit=" (seconds)"
     ),
     "ui.theme": lambda c, v, p: c.string(v, p, "a theme name"),
     "tokenizer": lambda c, v, p: c.string(v, p, "a tokenizer name or tokenizer.json path"),
@@ -493,20 +494,18 @@ _TOP_LEVEL = (
     "on_threshold",
     "models",
 )
-# Flags the CLI may pass in ``cli_overrides`` (key path -> flag shown in messages).
+# Flags the CLI may pass in ``cli_overrides`` (key path -> the flag, named in messages and in
+# ``config show``).
 CLI_FLAGS: Mapping[str, str] = MappingProxyType(
     {
         "sources.logs": "--log",
-        "sources.cloudwatch": "--cloudwatch",
+        "sources.cloudwatch": "--no-cloudwatch",
         "sources.region": "--region",
         "sources.profile": "--profile",
         "sources.endpoint_url": "--endpoint-url",
-        "sources.interval_s": "--interval",
-        "ui.refresh_s": "--refresh",
+        "sources.interval_s": "--poll-interval",
+        "ui.refresh_s": "--interval",
         "ui.theme": "--theme",
-        "tokenizer": "--tokenizer",
-        "timezone": "--timezone",
-        "models": "--model",
     }
 )
 

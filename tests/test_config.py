@@ -124,7 +124,7 @@ def test_layers_default_file_environment_flag(tmp_path: Path) -> None:
     assert config.sources.interval_s == 30.0
     assert config.ui.refresh_s == 2.0
     assert str(config.provenance["sources.logs"]) == "flag (--log)"
-    assert str(config.provenance["sources.interval_s"]) == "flag (--interval)"
+    assert str(config.provenance["sources.interval_s"]) == "flag (--poll-interval)"
     assert config.provenance["ui.refresh_s"].kind == "file"
     assert config.provenance["ui.theme"].kind == "default"
 
@@ -133,7 +133,7 @@ def test_a_bad_flag_value_names_the_flag() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={}, cli_overrides={"sources.interval_s": 2})
     assert caught.value.key_path == "sources.interval_s"
-    assert "--interval" in str(caught.value)
+    assert "--poll-interval" in str(caught.value)
     assert "at least 10" in str(caught.value)
 
 
