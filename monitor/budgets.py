@@ -17,6 +17,7 @@ The last-15-minute rate is reported beside it to show whether the burn is speedi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -139,7 +140,9 @@ def period_bounds(period: Period, now_epoch: float, tz: tzinfo | str) -> tuple[f
     """``[start, end)`` in epoch seconds of the calendar day, week (from Monday) or month that
     contains ``now_epoch`` in ``tz``. A day is 23 or 25 hours long across a DST change."""
     zone = as_zone(tz)
-    today = datetime.fromtimestamp(now_epoch, zone).date()
+    # Whole seconds: fromtimestamp rounds to microseconds, which could carry 23:59:59.9999999
+    # into the next day; every period boundary is a whole second.
+    today = datetime.fromtimestamp(math.floor(now_epoch), zone).date()
     if period == "day":
         first, after = today, today + timedelta(days=1)
     elif period == "week":

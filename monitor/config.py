@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal, NoReturn, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
@@ -51,6 +51,22 @@ STARTER_HEADER = (
     "# Every key, budgets and prices included, is described in config.example.toml and\n"
     "# docs/configuration.md. Check the effective values with `bedrock-top config show`.\n\n"
 )
+
+
+STARTER_FOOTER = """
+# A budget: uncomment and adjust (see docs/configuration.md for every key).
+# [[budgets]]
+# name = "daily spend"
+# period = "day"                 # day | week | month, in `timezone`
+# limit_usd = 20.0               # or limit_tokens = 5_000_000 (input + output)
+# source = "auto"                # local | cloudwatch | auto
+# warn_at = [0.5, 0.8, 1.0]
+#
+# A price the built-in table lacks (USD per million tokens; keys may be globs):
+# [pricing."meta.llama3-3-70b-instruct-v1:0"]
+# input_per_mtok = 0.72
+# output_per_mtok = 0.72
+"""
 
 
 class ConfigError(Exception):
@@ -251,8 +267,15 @@ class _Checker:
         self.where = where
         self.warnings: list[str] = []
 
-    def fail(self, parts: tuple[str | int, ...], expected: str, got: object = None) -> ConfigError:
-        shown = None if got is None else _show_got(got)
+    def fail(
+        self,
+        parts: tuple[str | int, ...],
+        expected: str,
+        got: object = None,
+        *,
+        got_text: str | None = None,
+    ) -> ConfigError:
+        shown = got_text if got is None else _show_got(got)
         return ConfigError(
             path=self.path,
             key_path=key_path(*parts),
@@ -381,7 +404,7 @@ class _Checker:
             raise self.fail(
                 (*parts, "limit_usd") if has_usd else parts,
                 "exactly one of limit_usd or limit_tokens",
-                "both" if has_usd else "neither",
+                got_text="both" if has_usd else "neither",
             )
         limit_usd = limit_tokens = None
         if has_usd:
@@ -601,7 +624,11 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ConfigError(
-            path=path, key_path="", expected="UTF-8 text", got=f"byte {err.start}: {err.reason}"
+            path=path,
+            key_path="",
+            expected="UTF-8 text",
+            got=f"a byte that is not UTF-8 ({err.reason})",
+            line=raw[: err.start].count(b"\n") + 1,
         ) from None
     try:
         return tomllib.loads(text), text
@@ -736,10 +763,12 @@ def load_config(
 # --- writing --------------------------------------------------------------------------------
 
 
-def write_config(path: Path, data: Mapping[str, Any], *, header: str = "") -> None:
+def write_config(
+    path: Path, data: Mapping[str, Any], *, header: str = "", footer: str = ""
+) -> None:
     """Write ``data`` as TOML with tomli-w, atomically: a reader sees the old file or the new
-    one, never half of one."""
-    text = header + tomli_w.dumps(dict(data))
+    one, never half of one. ``header`` and ``footer`` are comment lines placed around it."""
+    text = header + tomli_w.dumps(dict(data)) + footer
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -765,9 +794,6 @@ def starter_config() -> dict[str, Any]:
             "interval_s": DEFAULT_INTERVAL_S,
         },
         "ui": {"refresh_s": DEFAULT_REFRESH_S, "theme": DEFAULT_THEME},
-        "keys": {},
-        "profile_multipliers": {},
-        "pricing": {},
     }
 
 
@@ -836,7 +862,7 @@ def cmd_init_config(force: bool, path: Path | None) -> int:
         )
         return 1
     try:
-        write_config(target, starter_config(), header=STARTER_HEADER)
+        write_config(target, starter_config(), header=STARTER_HEADER, footer=STARTER_FOOTER)
     except OSError as err:
         print(f"bedrock-top: cannot write {target}: {err}", file=sys.stderr)
         return 1
@@ -947,3 +973,31 @@ def cmd_config_show(config_path: Path | None, as_json: bool = False) -> int:
     for name, text, origin in shown:
         print(f"{f'{name} = {text}':<{width}}  # {origin}")
     return 0
+
+
+def subcommand_main(name: str, argv: list[str]) -> int:
+    """``bedrock-top init-config [--force] [--config FILE]`` and
+    ``bedrock-top config show [--json] [--config FILE]``; status 2 on bad arguments."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            print(f"bedrock-top {name}: {message}", file=sys.stderr)
+            raise SystemExit(2)
+
+    parser = _Parser(prog=f"bedrock-top {name}")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="configuration file")
+    if name == "init-config":
+        parser.add_argument("--force", action="store_true", help="replace an existing file")
+    elif name == "config":
+        parser.add_argument("action", choices=("show",))
+        parser.add_argument("--json", action="store_true", help="as JSON")
+    else:
+        raise ValueError(f"not a configuration sub-command: {name!r}")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 2
+    if name == "init-config":
+        return cmd_init_config(args.force, args.config)
+    return cmd_config_show(args.config, as_json=args.json)

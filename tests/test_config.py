@@ -404,3 +404,55 @@ def test_config_modules_do_not_import_textual() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert result.returncode == 0
+
+
+def test_init_config_and_config_show_through_the_command_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+    }
+    env.pop("BEDROCK_TOP_CONFIG", None)
+    env.pop("BEDROCK_TOP_LOG", None)
+
+    def bedrock_top(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitor", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    target = tmp_path / "xdg-config" / "bedrock-top" / "config.toml"
+    created = bedrock_top("init-config")
+    assert created.returncode == 0, created.stderr
+    assert target.is_file()
+    refused = bedrock_top("init-config")
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert bedrock_top("init-config", "--force").returncode == 0
+
+    # The commented budget in the starter file becomes a real one by removing the '# '.
+    text = target.read_text()
+    start = text.index("# [[budgets]]")
+    end = text.index("#\n", start)
+    target.write_text(text[:start] + re.sub(r"^# ", "", text[start:end], flags=re.M) + text[end:])
+
+    shown = bedrock_top("config", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    settings = json.loads(shown.stdout)["settings"]
+    assert settings["sources.interval_s"]["value"] == 60.0
+    assert settings["sources.interval_s"]["source"] == "file"
+    assert settings["budgets[0]"]["value"]["name"] == "daily spend"
+    assert settings["budgets[0]"]["value"]["limit_usd"] == 20.0
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[budgets]]\nname = "x"\nperiod = "year"\nlimit_usd = 1\n')
+    failed = bedrock_top("config", "show", "--config", str(bad))
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert f"{bad}, line 3: budgets[0].period: expected one of day, week, month" in failed.stderr
+    assert bedrock_top("config", "shwo").returncode == 2
