@@ -169,7 +169,6 @@ def resolve_source(spec: BudgetSpec, cloudwatch_enabled: bool) -> Literal["local
 
 
 def _measure(
-    spec: BudgetSpec,
     model_ids: Sequence[str],
     usage: UsageFn,
     price_book: PriceBook,
@@ -214,11 +213,9 @@ def evaluate(
     zone = as_zone(tz)
     start, end = period_bounds(spec.period, now, zone)
     models = [model_id for model_id in dict.fromkeys(model_ids) if spec.applies_to(model_id)]
-    used_usd, used_tokens, unpriced = _measure(spec, models, usage, price_book, start, end)
-    usd_15m, tokens_15m, _ = _measure(
-        spec, models, usage, price_book, now - BURN_WINDOW_SHORT_S, now
-    )
-    usd_1h, tokens_1h, _ = _measure(spec, models, usage, price_book, now - BURN_WINDOW_LONG_S, now)
+    used_usd, used_tokens, unpriced = _measure(models, usage, price_book, start, end)
+    usd_15m, tokens_15m, _ = _measure(models, usage, price_book, now - BURN_WINDOW_SHORT_S, now)
+    usd_1h, tokens_1h, _ = _measure(models, usage, price_book, now - BURN_WINDOW_LONG_S, now)
 
     if spec.unit == "usd":
         used, short, long = used_usd, usd_15m, usd_1h
