@@ -132,6 +132,10 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         status: int = run_main(rest)
         return status
+    if name in ("init-config", "config"):
+        from monitor.config import subcommand_main
+
+        return subcommand_main(name, rest)
     raise UsageError(f"'{name}' is not available in this build")
 
 
