@@ -136,8 +136,18 @@ def bench_catch_up(workdir: Path, records: int, repeat: int) -> None:
     ours: list[float] = []
     peaks: list[float] = []
     baseline: list[float] = []
-    command = [sys.executable, "-m", "monitor", "--once", "--json", "--since", "30d",
-               "--log", str(log), "--no-cloudwatch"]
+    command = [
+        sys.executable,
+        "-m",
+        "monitor",
+        "--once",
+        "--json",
+        "--since",
+        "30d",
+        "--log",
+        str(log),
+        "--no-cloudwatch",
+    ]
     for _ in range(repeat):
         wall, peak, output = timed(command)
         ours.append(wall)
@@ -146,13 +156,17 @@ def bench_catch_up(workdir: Path, records: int, repeat: int) -> None:
     import json
 
     counted = json.loads(output)["totals"]["local"]["requests"]
-    print(f"  bedrock-top --once --json --since 30d: median {statistics.median(ours):.2f} s "
-          f"(runs {', '.join(f'{v:.2f}' for v in ours)}), peak RSS median "
-          f"{statistics.median(peaks):.0f} MB, {counted:,} requests counted")
+    print(
+        f"  bedrock-top --once --json --since 30d: median {statistics.median(ours):.2f} s "
+        f"(runs {', '.join(f'{v:.2f}' for v in ours)}), peak RSS median "
+        f"{statistics.median(peaks):.0f} MB, {counted:,} requests counted"
+    )
     print(f"  plain json.loads loop:                 median {statistics.median(baseline):.2f} s")
     ratios = [b / o for b, o in zip(baseline, ours, strict=True)]
-    print(f"  ratio json.loads / bedrock-top: median {statistics.median(ratios):.2f}x "
-          "(goal >= 2x; goal < 2.5 s and < 150 MB)")
+    print(
+        f"  ratio json.loads / bedrock-top: median {statistics.median(ratios):.2f}x "
+        "(goal >= 2x; goal < 2.5 s and < 150 MB)"
+    )
 
 
 def bench_seek(workdir: Path, records: int, repeat: int) -> None:
@@ -161,20 +175,36 @@ def bench_seek(workdir: Path, records: int, repeat: int) -> None:
     started = time.perf_counter()
     write_log(log, records, span, time.time())
     size_gb = log.stat().st_size / 2**30
-    print(f"seek: {records:,} records over 400 days, {size_gb:.1f} GB "
-          f"(written in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"seek: {records:,} records over 400 days, {size_gb:.1f} GB "
+        f"(written in {time.perf_counter() - started:.0f} s)"
+    )
     walls = []
     for _ in range(repeat):
-        wall, peak, output = timed([sys.executable, "-m", "monitor", "--once", "--json",
-                                    "--since", "1h", "--log", str(log), "--no-cloudwatch"])
+        wall, _peak, output = timed(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "--once",
+                "--json",
+                "--since",
+                "1h",
+                "--log",
+                str(log),
+                "--no-cloudwatch",
+            ]
+        )
         walls.append(wall)
     import json
 
     report = json.loads(output)
-    print(f"  --since 1h on it: median {statistics.median(walls):.2f} s "
-          f"(runs {', '.join(f'{v:.2f}' for v in walls)}; goal < 1 s), "
-          f"{report['sources']['log']['lines_read']:,} lines read, "
-          f"{report['totals']['local']['requests']:,} requests in the hour")
+    print(
+        f"  --since 1h on it: median {statistics.median(walls):.2f} s "
+        f"(runs {', '.join(f'{v:.2f}' for v in walls)}; goal < 1 s), "
+        f"{report['sources']['log']['lines_read']:,} lines read, "
+        f"{report['totals']['local']['requests']:,} requests in the hour"
+    )
     log.unlink()
 
 
@@ -212,20 +242,24 @@ def bench_memory(total: int) -> None:
     serial = 1
     while fed < total:
         # Fresh request ids, the same spread of times: what a long-running monitor sees.
-        fresh = [msgspec.structs.replace(r, request_id=f"{serial}-{n}")
-                 for n, r in enumerate(template_batch)]
+        fresh = [
+            msgspec.structs.replace(r, request_id=f"{serial}-{n}")
+            for n, r in enumerate(template_batch)
+        ]
         store.ingest(fresh, now)
         fed += batch_size
         serial += 1
     after_all = rss_mb()
-    print(f"memory: RSS before {baseline:.0f} MB, after 100k records {after_first:.0f} MB, "
-          f"after {fed:,} records {after_all:.0f} MB "
-          f"(ratio {after_all / after_first:.3f}; goal within 10%); "
-          f"ingested at {(fed - batch_size) / (time.perf_counter() - started):,.0f} records/s")
+    print(
+        f"memory: RSS before {baseline:.0f} MB, after 100k records {after_first:.0f} MB, "
+        f"after {fed:,} records {after_all:.0f} MB "
+        f"(ratio {after_all / after_first:.3f}; goal within 10%); "
+        f"ingested at {(fed - batch_size) / (time.perf_counter() - started):,.0f} records/s"
+    )
     print(f"  store holds {len(store.model_ids())} models; accepted {store.stats.accepted:,}")
 
 
-def _dt(epoch: float):  # noqa: ANN202
+def _dt(epoch: float):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC)

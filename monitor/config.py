@@ -110,7 +110,7 @@ class Origin:
 @dataclass(frozen=True)
 class SourcesConfig:
     logs: list[str]
-    cloudwatch: bool = False
+    cloudwatch: bool = True  # on when credentials resolve; the source says when they do not
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
@@ -492,7 +492,7 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "on_threshold": lambda c, v, p: c.string_list(v, p, "command arguments (argv)"),
 }
 _SCALAR_DEFAULTS: dict[str, object] = {
-    "sources.cloudwatch": False,
+    "sources.cloudwatch": True,
     "sources.region": None,
     "sources.profile": None,
     "sources.endpoint_url": None,
@@ -790,7 +790,7 @@ def starter_config() -> dict[str, Any]:
         "timezone": DEFAULT_TIMEZONE,
         "sources": {
             "logs": [default_log_location()],
-            "cloudwatch": False,
+            "cloudwatch": True,
             "interval_s": DEFAULT_INTERVAL_S,
         },
         "ui": {"refresh_s": DEFAULT_REFRESH_S, "theme": DEFAULT_THEME},

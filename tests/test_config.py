@@ -49,7 +49,7 @@ def test_missing_default_file_gives_the_defaults(tmp_path: Path) -> None:
     config = load_config(None, env={})
     assert config.path is None
     assert config.sources.logs == [str(tmp_path / "xdg-data" / "bedrock-top" / "usage.jsonl")]
-    assert config.sources.cloudwatch is False
+    assert config.sources.cloudwatch is True
     assert config.sources.interval_s == 60.0
     assert config.ui.refresh_s == 1.0
     assert config.ui.theme == "bedrock-dark"
