@@ -594,6 +594,11 @@ class Instrumentation:
     def __init__(
         self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
     ) -> None:
+        self.configure(writer, app, tags, estimate)
+
+    def configure(
+        self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
+    ) -> None:
         self.writer = writer
         self.app = app
         self.tags = tags
@@ -726,8 +731,9 @@ def instrument(
     app_name = app if app is not None else default_app()
 
     existing = client.__dict__.get(_CLIENT_ATTR)
-    if isinstance(existing, Instrumentation):
-        existing.__init__(writer, app_name, checked_tags, estimate)  # type: ignore[misc]
+    if existing is not None:
+        # Possibly from another copy of this module (zero-code mode loads its own): same shape.
+        existing.configure(writer, app_name, checked_tags, estimate)
         return client
     instrumentation = Instrumentation(writer, app_name, checked_tags, estimate)
     client.__dict__[_CLIENT_ATTR] = instrumentation
@@ -753,4 +759,4 @@ def instrument(
 
 def is_instrumented(client: Any) -> bool:
     """Whether :func:`instrument` has been applied to this client."""
-    return isinstance(getattr(client, "__dict__", {}).get(_CLIENT_ATTR), Instrumentation)
+    return getattr(client, "__dict__", {}).get(_CLIENT_ATTR) is not None
