@@ -7,7 +7,7 @@ or, without changing the application, ``bedrock-top run -- python app.py``.
 """
 
 from monitor.wrapper.estimate import configure_estimator
-from monitor.wrapper.instrument import instrument, is_instrumented
+from monitor.wrapper.hooks import instrument, is_instrumented
 from monitor.wrapper.writer import dropped_records
 
 __all__ = ["configure_estimator", "dropped_records", "instrument", "is_instrumented"]

@@ -122,7 +122,7 @@ def _load_instrument() -> Callable[..., Any] | None:
         sys.path.insert(0, _PACKAGE_ROOT)
         sys.path.extend(p for p in deps if p not in sys.path)
         try:
-            module = importlib.import_module("monitor.wrapper.instrument")
+            module = importlib.import_module("monitor.wrapper.hooks")
             _instrument = module.instrument
         except Exception as err:
             _failed = True

@@ -18,7 +18,7 @@ from pathlib import Path
 from monitor.paths import LOG_ENV
 from monitor.wrapper.auto import DEPS_PATH_ENV
 from monitor.wrapper.estimate import TOKENIZER_ENV
-from monitor.wrapper.instrument import APP_ENV, TAGS_ENV, _checked_tags, parse_tags
+from monitor.wrapper.hooks import APP_ENV, TAGS_ENV, _checked_tags, parse_tags
 from monitor.wrapper.writer import ROTATE_ENV, parse_max_bytes
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"

@@ -452,6 +452,14 @@ class _MeteredBody:
             _guarded(meter, meter.abandon)
         super().close()  # type: ignore[misc]
 
+    def __exit__(self, *exc_info: Any) -> None:
+        # ``with body as raw`` hands the caller urllib3's stream itself, bypassing ``read``: the
+        # bytes are not seen, so the record is finished (with an estimate) when the block ends.
+        super().__exit__(*exc_info)  # type: ignore[misc]
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+
 
 class _MeteredAsyncBody:
     """Mixed into an aiobotocore streaming body (aiohttp or httpx)."""
