@@ -276,7 +276,11 @@ def anthropic_stream_chunks(
     ]
     for text in texts:
         chunks.append(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            }
         )
     chunks.append({"type": "content_block_stop", "index": 0})
     chunks.append(
@@ -307,7 +311,9 @@ def invoke_stream_reply(
     ``amazon-bedrock-invocationMetrics``; ``chunks`` replaces the model chunks (other providers).
     ``fail_after=n`` sends an exception event after n chunks."""
     if chunks is None:
-        chunks = anthropic_stream_chunks(texts, input_tokens, output_tokens, cache_read, cache_write)
+        chunks = anthropic_stream_chunks(
+            texts, input_tokens, output_tokens, cache_read, cache_write
+        )
     chunks = [dict(chunk) for chunk in chunks]
     if invocation_metrics:
         metrics: dict[str, int] = {
@@ -348,7 +354,9 @@ def error_reply(status: int, code: str, message: str = "request failed") -> Repl
 
 
 def throttle_reply() -> Reply:
-    return error_reply(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+    return error_reply(
+        429, "ThrottlingException", "Too many requests, please wait before trying again."
+    )
 
 
 DEFAULT_REPLIES = {

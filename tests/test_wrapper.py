@@ -182,7 +182,10 @@ def test_invoke_model_caller_view_is_unchanged(
             id="nova",
         ),
         pytest.param(
-            {"choices": [{"message": {"content": "Nile"}}], "usage": {"prompt_tokens": 9, "completion_tokens": 5}},
+            {
+                "choices": [{"message": {"content": "Nile"}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 5},
+            },
             (9, 5, 0, 0),
             id="openai-style",
         ),
@@ -257,7 +260,9 @@ def test_invoke_model_body_never_read_is_recorded_when_collected(
 def test_converse_usage_and_cache(
     client: Any, plain: Any, server: BedrockServer, log: Path
 ) -> None:
-    reply = converse_reply("Nile, Amazon, Danube", input_tokens=25, output_tokens=7, cache_read=300, cache_write=40)
+    reply = converse_reply(
+        "Nile, Amazon, Danube", input_tokens=25, output_tokens=7, cache_read=300, cache_write=40
+    )
     server.script(reply, reply)
     response = client.converse(modelId="eu.amazon.nova-pro-v1:0", messages=MESSAGES)
     expected = plain.converse(modelId="eu.amazon.nova-pro-v1:0", messages=MESSAGES)
@@ -283,14 +288,20 @@ def test_converse_stream_counts_ttft_and_events_unchanged(
     reply = converse_stream_reply(input_tokens=40, output_tokens=12, cache_read=8, first_delay=0.15)
     server.script(reply, reply)
     started = time.perf_counter()
-    response = client.converse_stream(modelId="us.anthropic.claude-haiku-4-5-20251001-v1:0", messages=MESSAGES)
+    response = client.converse_stream(
+        modelId="us.anthropic.claude-haiku-4-5-20251001-v1:0", messages=MESSAGES
+    )
     assert isinstance(response["stream"], EventStream)
     events = list(response["stream"])
     wall_ms = (time.perf_counter() - started) * 1000
     assert events == list(plain.converse_stream(modelId="m", messages=MESSAGES)["stream"])
     record = only_record(log)
     assert record.operation == "ConverseStream"
-    assert (record.input_tokens, record.output_tokens, record.cache_read_input_tokens) == (40, 12, 8)
+    assert (record.input_tokens, record.output_tokens, record.cache_read_input_tokens) == (
+        40,
+        12,
+        8,
+    )
     assert record.token_source == "stream"
     assert record.status == "ok"
     assert record.ttft_ms is not None and 150 <= record.ttft_ms <= record.latency_ms <= wall_ms + 1
@@ -299,14 +310,25 @@ def test_converse_stream_counts_ttft_and_events_unchanged(
 def test_invoke_stream_invocation_metrics(
     client: Any, plain: Any, server: BedrockServer, log: Path
 ) -> None:
-    reply = invoke_stream_reply(input_tokens=50, output_tokens=20, cache_read=10, cache_write=2, first_delay=0.1)
+    reply = invoke_stream_reply(
+        input_tokens=50, output_tokens=20, cache_read=10, cache_write=2, first_delay=0.1
+    )
     server.script(reply, reply)
-    events = list(client.invoke_model_with_response_stream(modelId="apac.m", body=ANTHROPIC_BODY)["body"])
-    assert events == list(plain.invoke_model_with_response_stream(modelId="m", body=ANTHROPIC_BODY)["body"])
+    events = list(
+        client.invoke_model_with_response_stream(modelId="apac.m", body=ANTHROPIC_BODY)["body"]
+    )
+    assert events == list(
+        plain.invoke_model_with_response_stream(modelId="m", body=ANTHROPIC_BODY)["body"]
+    )
     assert json.loads(events[0]["chunk"]["bytes"])["type"] == "message_start"
     record = only_record(log)
     assert record.operation == "InvokeModelWithResponseStream"
-    got = (record.input_tokens, record.output_tokens, record.cache_read_input_tokens, record.cache_write_input_tokens)
+    got = (
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_input_tokens,
+        record.cache_write_input_tokens,
+    )
     assert got == (50, 20, 10, 2)
     assert record.token_source == "stream"
     # message_start is not content: the first content chunk comes after the pause.
@@ -411,15 +433,34 @@ def _is_content_chunk(event: dict[str, Any]) -> bool:
         (throttle_reply(), "throttled", "ThrottlingException"),
         (error_reply(400, "ValidationException", "bad"), "client_error", "ValidationException"),
         (error_reply(403, "AccessDeniedException", "no"), "client_error", "AccessDeniedException"),
-        (error_reply(404, "ResourceNotFoundException", "?"), "client_error", "ResourceNotFoundException"),
-        (error_reply(500, "InternalServerException", "oops"), "server_error", "InternalServerException"),
-        (error_reply(503, "ServiceUnavailableException", "x"), "server_error", "ServiceUnavailableException"),
+        (
+            error_reply(404, "ResourceNotFoundException", "?"),
+            "client_error",
+            "ResourceNotFoundException",
+        ),
+        (
+            error_reply(500, "InternalServerException", "oops"),
+            "server_error",
+            "InternalServerException",
+        ),
+        (
+            error_reply(503, "ServiceUnavailableException", "x"),
+            "server_error",
+            "ServiceUnavailableException",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
 @pytest.mark.parametrize("operation", ["converse", "invoke_model", "converse_stream"])
 def test_error_responses(
-    client: Any, plain: Any, server: BedrockServer, log: Path, reply: Reply, status: str, code: str, operation: str
+    client: Any,
+    plain: Any,
+    server: BedrockServer,
+    log: Path,
+    reply: Reply,
+    status: str,
+    code: str,
+    operation: str,
 ) -> None:
     server.script(reply, reply)
     caught = []
@@ -441,7 +482,12 @@ def test_error_responses(
 
 def test_no_response_at_all(log: Path) -> None:
     client = instrument(
-        boto3.client("bedrock-runtime", region_name="us-west-2", endpoint_url="http://127.0.0.1:9", config=NO_RETRY),
+        boto3.client(
+            "bedrock-runtime",
+            region_name="us-west-2",
+            endpoint_url="http://127.0.0.1:9",
+            config=NO_RETRY,
+        ),
         log_path=log,
     )
     with pytest.raises(botocore.exceptions.EndpointConnectionError):
@@ -550,15 +596,26 @@ def test_records_hold_no_prompt_response_or_credentials(
     )
     client.converse(modelId="m", messages=prompt)
     list(client.converse_stream(modelId="m", messages=prompt)["stream"])
-    client.invoke_model(modelId="m", body=json.dumps({"prompt": "PROMPT-CANARY-7731"}))["body"].read()
+    client.invoke_model(modelId="m", body=json.dumps({"prompt": "PROMPT-CANARY-7731"}))[
+        "body"
+    ].read()
     text = log.read_text()
     assert len(text.splitlines()) == 3
-    for secret in ("CANARY", TEST_AWS_ENV["AWS_SECRET_ACCESS_KEY"], TEST_AWS_ENV["AWS_ACCESS_KEY_ID"], TEST_AWS_ENV["AWS_SESSION_TOKEN"]):
+    for secret in (
+        "CANARY",
+        TEST_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        TEST_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        TEST_AWS_ENV["AWS_SESSION_TOKEN"],
+    ):
         assert secret not in text
 
 
 def test_a_bug_in_extraction_never_reaches_the_caller(
-    client: Any, server: BedrockServer, log: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    client: Any,
+    server: BedrockServer,
+    log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(headers: Any) -> Any:
         raise RuntimeError("extraction bug")
@@ -570,7 +627,9 @@ def test_a_bug_in_extraction_never_reaches_the_caller(
     with caplog.at_level(logging.WARNING, logger="monitor.wrapper"):
         for _ in range(3):
             server.script(reply)
-            assert client.invoke_model(modelId="m", body=ANTHROPIC_BODY)["body"].read() == reply.body
+            assert (
+                client.invoke_model(modelId="m", body=ANTHROPIC_BODY)["body"].read() == reply.body
+            )
         client.invoke_model(modelId="m", body=ANTHROPIC_BODY)["body"].read()
     assert dropped_records() == dropped + 4
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -51,7 +51,10 @@ def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: BedrockServer) 
 @pytest.fixture
 async def client(server: BedrockServer, log: Path) -> AsyncIterator[Any]:
     async with get_session().create_client(
-        "bedrock-runtime", region_name="eu-central-1", endpoint_url=server.endpoint_url, config=NO_RETRY
+        "bedrock-runtime",
+        region_name="eu-central-1",
+        endpoint_url=server.endpoint_url,
+        config=NO_RETRY,
     ) as created:
         yield instrument(created, log_path=log, app="worker")
 
@@ -64,7 +67,9 @@ def only_record(log: Path) -> Any:
 
 async def test_invoke_model_headers(client: Any, server: BedrockServer, log: Path) -> None:
     (reply,) = server.script(invoke_reply(input_tokens=21, output_tokens=4, cache_read=2))
-    response = await client.invoke_model(modelId="eu.anthropic.claude-sonnet-4-5-20250929-v1:0", body=BODY)
+    response = await client.invoke_model(
+        modelId="eu.anthropic.claude-sonnet-4-5-20250929-v1:0", body=BODY
+    )
     assert await response["body"].read() == reply.body
     record = only_record(log)
     assert (record.input_tokens, record.output_tokens, record.cache_read_input_tokens) == (21, 4, 2)
@@ -74,7 +79,9 @@ async def test_invoke_model_headers(client: Any, server: BedrockServer, log: Pat
 
 
 @pytest.mark.parametrize("reading", ["read", "iter_chunks", "async-with"])
-async def test_invoke_model_body_counts(client: Any, server: BedrockServer, log: Path, reading: str) -> None:
+async def test_invoke_model_body_counts(
+    client: Any, server: BedrockServer, log: Path, reading: str
+) -> None:
     doc = {"generation": "Nile", "prompt_token_count": 14, "generation_token_count": 6}
     (reply,) = server.script(invoke_reply(doc, token_headers=False))
     body = (await client.invoke_model(modelId="meta.llama3-8b-instruct-v1:0", body=BODY))["body"]
@@ -96,15 +103,23 @@ async def test_converse(client: Any, server: BedrockServer, log: Path) -> None:
     response = await client.converse(modelId="m", messages=MESSAGES)
     assert response["usage"]["cacheWriteInputTokens"] == 100
     record = only_record(log)
-    assert (record.input_tokens, record.output_tokens, record.cache_write_input_tokens) == (8, 3, 100)
+    assert (record.input_tokens, record.output_tokens, record.cache_write_input_tokens) == (
+        8,
+        3,
+        100,
+    )
     assert record.token_source == "body"
 
 
 async def test_converse_stream(client: Any, server: BedrockServer, log: Path) -> None:
-    server.script(converse_stream_reply(("a", "b", "c"), input_tokens=30, output_tokens=3, first_delay=0.1))
+    server.script(
+        converse_stream_reply(("a", "b", "c"), input_tokens=30, output_tokens=3, first_delay=0.1)
+    )
     stream = (await client.converse_stream(modelId="m", messages=MESSAGES))["stream"]
     assert isinstance(stream, AioEventStream)
-    texts = [e["contentBlockDelta"]["delta"]["text"] async for e in stream if "contentBlockDelta" in e]
+    texts = [
+        e["contentBlockDelta"]["delta"]["text"] async for e in stream if "contentBlockDelta" in e
+    ]
     assert texts == ["a", "b", "c"]
     record = only_record(log)
     assert (record.input_tokens, record.output_tokens, record.status) == (30, 3, "ok")
@@ -117,12 +132,18 @@ async def test_invoke_stream(client: Any, server: BedrockServer, log: Path) -> N
     chunks = [json.loads(e["chunk"]["bytes"]) async for e in stream]
     assert chunks[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 11
     record = only_record(log)
-    assert (record.input_tokens, record.output_tokens, record.cache_read_input_tokens) == (44, 11, 7)
+    assert (record.input_tokens, record.output_tokens, record.cache_read_input_tokens) == (
+        44,
+        11,
+        7,
+    )
     assert record.token_source == "stream"
 
 
 @pytest.mark.parametrize("operation", ["converse_stream", "invoke_model_with_response_stream"])
-async def test_abandoned_stream_is_aborted(client: Any, server: BedrockServer, log: Path, operation: str) -> None:
+async def test_abandoned_stream_is_aborted(
+    client: Any, server: BedrockServer, log: Path, operation: str
+) -> None:
     if operation == "converse_stream":
         response = await client.converse_stream(modelId="m", messages=MESSAGES)
         stream = response["stream"]
@@ -160,7 +181,9 @@ async def test_exception_event(client: Any, server: BedrockServer, log: Path) ->
         (error_reply(500, "InternalServerException"), "server_error"),
     ],
 )
-async def test_errors(client: Any, server: BedrockServer, log: Path, reply: Any, status: str) -> None:
+async def test_errors(
+    client: Any, server: BedrockServer, log: Path, reply: Any, status: str
+) -> None:
     server.script(reply)
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         await client.converse(modelId="m", messages=MESSAGES)
@@ -169,7 +192,9 @@ async def test_errors(client: Any, server: BedrockServer, log: Path, reply: Any,
     assert (record.status, record.error_code) == (status, code)
 
 
-async def test_concurrent_calls_each_get_their_record(client: Any, server: BedrockServer, log: Path) -> None:
+async def test_concurrent_calls_each_get_their_record(
+    client: Any, server: BedrockServer, log: Path
+) -> None:
     server.script(*(converse_reply(input_tokens=n, output_tokens=1) for n in range(1, 21)))
     await asyncio.gather(*(client.converse(modelId="m", messages=MESSAGES) for _ in range(20)))
     records = read_records(log)

@@ -33,20 +33,24 @@ WORKER = textwrap.dedent(
     from monitor.records import make_record, to_json_line
     from monitor.wrapper.writer import writer_for
 
-    path, proc, threads, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    max_bytes = int(sys.argv[5]) or None
-    writer = writer_for(path, max_bytes)
-    # One template per thread; only the request id changes, as in real traffic the fields do.
+    path, proc, threads, count = Path(sys.argv[1]), *map(int, sys.argv[2:5])
+    writer = writer_for(path, int(sys.argv[5]) or None)
+
     def work(thread):
-        base = make_record(epoch=time.time(), request_id="x", model_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
-                           operation="ConverseStream", input_tokens=1200, output_tokens=340, latency_ms=812.5,
-                           ttft_ms=120.25, status="ok", token_source="stream", region="us-east-1",
-                           app="load-test", tags={"proc": str(proc), "thread": str(thread)})
+        # One real record per thread; each line differs in its request id, as real ones do.
+        base = make_record(
+            epoch=time.time(), request_id="x",
+            model_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            operation="ConverseStream", input_tokens=1200, output_tokens=340,
+            latency_ms=812.5, ttft_ms=120.25, status="ok", token_source="stream",
+            region="us-east-1", app="load-test", tags={"proc": str(proc), "thread": str(thread)},
+        )
         template = to_json_line(base)
         for i in range(count):
-            line = template.replace(b'"request_id":"x"', b'"request_id":"%d-%d-%d"' % (proc, thread, i))
-            if not writer.write(line):
+            request_id = b'"request_id":"%d-%d-%d"' % (proc, thread, i)
+            if not writer.write(template.replace(b'"request_id":"x"', request_id)):
                 sys.exit("write failed")
+
     workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
     for w in workers: w.start()
     for w in workers: w.join()
@@ -58,7 +62,16 @@ def run_writers(path: Path, processes: int, threads: int, count: int, max_bytes:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(path), str(p), str(threads), str(count), str(max_bytes)],
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(path),
+                str(p),
+                str(threads),
+                str(count),
+                str(max_bytes),
+            ],
             env=env,
         )
         for p in range(processes)
@@ -144,7 +157,11 @@ def client_for(server: BedrockServer, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.mark.parametrize("where", ["dev-full", "parent-is-a-file", "directory-not-creatable"])
 def test_unwritable_log_leaves_the_caller_unaffected(
-    client_for: Any, server: BedrockServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+    client_for: Any,
+    server: BedrockServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
 ) -> None:
     if where == "dev-full":
         log = Path("/dev/full")
@@ -158,7 +175,9 @@ def test_unwritable_log_leaves_the_caller_unaffected(
     replies = server.script(*(converse_reply(f"answer {n}", input_tokens=n) for n in range(5)))
     with caplog.at_level(logging.WARNING, logger="monitor.wrapper"):
         answers = [
-            client.converse(modelId="m", messages=MESSAGES)["output"]["message"]["content"][0]["text"]
+            client.converse(modelId="m", messages=MESSAGES)["output"]["message"]["content"][0][
+                "text"
+            ]
             for _ in replies
         ]
         list(client.converse_stream(modelId="m", messages=MESSAGES)["stream"])

@@ -79,7 +79,14 @@ def test_run_records_every_bedrock_call_and_keeps_the_exit_status(
 ) -> None:
     log = app_dir / "logs" / "usage.jsonl"
     done = run(
-        ["--tag", "env=test", "--", sys.executable, str(app_dir / "orders_app.py"), server.endpoint_url],
+        [
+            "--tag",
+            "env=test",
+            "--",
+            sys.executable,
+            str(app_dir / "orders_app.py"),
+            server.endpoint_url,
+        ],
         log,
     )
     assert done.returncode == 3, done.stderr
@@ -93,15 +100,29 @@ def test_run_records_every_bedrock_call_and_keeps_the_exit_status(
     ]
     assert {r.app for r in records} == {"orders_app"}
     assert all(r.tags == {"env": "test"} and r.region == "ap-northeast-1" for r in records)
-    assert [(r.input_tokens, r.output_tokens) for r in records] == [(13, 5), (11, 7), (17, 6), (13, 5)]
+    assert [(r.input_tokens, r.output_tokens) for r in records] == [
+        (13, 5),
+        (11, 7),
+        (17, 6),
+        (13, 5),
+    ]
     assert "Traceback" not in done.stderr
 
 
-def test_explicit_instrument_inside_run_does_not_double(server: BedrockServer, app_dir: Path) -> None:
+def test_explicit_instrument_inside_run_does_not_double(
+    server: BedrockServer, app_dir: Path
+) -> None:
     (app_dir / "monitor.py").unlink()  # this program uses bedrock-top's own package
     log = app_dir / "usage.jsonl"
     done = run(
-        ["--app", "orders", sys.executable, str(app_dir / "orders_app.py"), server.endpoint_url, "x"],
+        [
+            "--app",
+            "orders",
+            sys.executable,
+            str(app_dir / "orders_app.py"),
+            server.endpoint_url,
+            "x",
+        ],
         log,
     )
     assert done.returncode == 3, done.stderr

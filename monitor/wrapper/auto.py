@@ -127,8 +127,7 @@ def _load_instrument() -> Callable[..., Any] | None:
         except Exception as err:
             _failed = True
             logger.warning(
-                "bedrock-top: cannot load the wrapper (%s); bedrock-runtime calls are not "
-                "recorded",
+                "bedrock-top: cannot load the wrapper (%s); bedrock-runtime calls are not recorded",
                 err,
             )
         finally:

@@ -18,7 +18,9 @@ HEADER_REQUEST_ID = "x-amzn-requestid"
 
 METRICS_KEY = "amazon-bedrock-invocationMetrics"
 
-THROTTLE_CODES = frozenset({"ThrottlingException", "throttlingException", "TooManyRequestsException"})
+THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "throttlingException", "TooManyRequestsException"}
+)
 
 
 @dataclass(slots=True)
@@ -63,7 +65,9 @@ def counts_from_headers(headers: Mapping[str, str]) -> Counts | None:
 
 def counts_from_converse_usage(usage: Any) -> Counts | None:
     """Converse ``usage`` and ConverseStream ``metadata.usage`` (inputTokens excludes cache)."""
-    if not isinstance(usage, Mapping) or ("inputTokens" not in usage and "outputTokens" not in usage):
+    if not isinstance(usage, Mapping) or (
+        "inputTokens" not in usage and "outputTokens" not in usage
+    ):
         return None
     return Counts(
         input_tokens=_opt(usage, "inputTokens"),

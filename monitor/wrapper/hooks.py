@@ -13,6 +13,7 @@ every metering step catches its own failures and counts the record as dropped.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -74,6 +75,10 @@ _NON_CONTENT_KEYS: Final = frozenset(
 
 _json_decode = msgspec.json.decode
 
+# A chunk without any of these carries no count: once the first content has been seen, such
+# chunks are kept undecoded (for an estimate, should no count ever arrive) instead of parsed.
+_COUNT_MARKERS: Final = (b"usage", b"invocationMetrics", b"metadata", b"token_count", b"TokenCount")
+
 
 class CallMeter:
     """What is known about one call, until its record is written."""
@@ -93,6 +98,8 @@ class CallMeter:
         "operation",
         "output_text",
         "params",
+        "pending_chunks",
+        "pending_size",
         "region",
         "request_id",
         "start",
@@ -126,6 +133,8 @@ class CallMeter:
         self.final = False
         self.latency_ms: float | None = None
         self.ttft_ms: float | None = None
+        self.pending_chunks: list[bytes] = []
+        self.pending_size = 0
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
         self.content_length: int | None = None
@@ -254,6 +263,11 @@ class CallMeter:
         data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
         if not data:
             return
+        if self.ttft_ms is not None and not any(marker in data for marker in _COUNT_MARKERS):
+            if self.output_text is not None and self.pending_size < MAX_BODY_BYTES:
+                self.pending_chunks.append(data)
+                self.pending_size += len(data)
+            return
         try:
             doc = _json_decode(data)
         except msgspec.DecodeError:
@@ -360,6 +374,7 @@ class CallMeter:
             self.params = None
             self.output_text = None
             self.body_parts = None
+            self.pending_chunks = []
         instrumentation.writer.write(to_json_line(record))
 
     def _resolved_counts(self, status: str) -> tuple[Counts, str]:
@@ -370,6 +385,9 @@ class CallMeter:
             return counts, self.token_source
         if self.params is None:  # estimates off
             return (counts, self.token_source) if counts is not None else (Counts(), "none")
+        for data in self.pending_chunks:
+            with contextlib.suppress(msgspec.DecodeError):
+                self.collect_output(_json_decode(data))
         known = counts or Counts()
         input_tokens = known.input_tokens
         if counts is None:
@@ -425,7 +443,7 @@ def _guarded(meter: CallMeter, step: Any, *args: Any) -> None:
 
 
 class _MeteredBody:
-    """Mixed into a botocore ``StreamingBody``: every read path goes through ``read``/``readinto``."""
+    """Mixed into a botocore ``StreamingBody``: its read paths all end in ``read``/``readinto``."""
 
     def read(self, amt: int | None = None) -> bytes:
         meter = _meter_of(self)
@@ -574,7 +592,9 @@ def _is_async_body(body: Any) -> bool:
     return inspect.iscoroutinefunction(type(body).read)
 
 
-def _attach(obj: Any, meter: CallMeter, sync_mixin: type, async_mixin: type, is_async: bool) -> None:
+def _attach(
+    obj: Any, meter: CallMeter, sync_mixin: type, async_mixin: type, is_async: bool
+) -> None:
     """Give the caller's own object a metered class; it records when finished, closed or
     collected."""
     base = type(obj)
@@ -745,7 +765,7 @@ def instrument(
         return client
     instrumentation = Instrumentation(writer, app_name, checked_tags, estimate)
     client.__dict__[_CLIENT_ATTR] = instrumentation
-    events = meta.events
+    events = client.meta.events
     for operation in OPERATIONS:
         events.register(
             f"provide-client-params.{SERVICE}.{operation}",

@@ -83,7 +83,9 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             try:
                 parse_max_bytes(value)
             except ValueError:
-                raise UsageError(f"--max-log-bytes {value!r}: expected a size such as 50M") from None
+                raise UsageError(
+                    f"--max-log-bytes {value!r}: expected a size such as 50M"
+                ) from None
             env[ROTATE_ENV] = value
     if tags:
         env[TAGS_ENV] = ",".join(f"{key}={value}" for key, value in tags.items())

@@ -8,6 +8,7 @@ cannot be written is counted, and the first failure is reported once through ``l
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -118,10 +119,8 @@ class UsageLogWriter:
             written = os.write(fd, line)
             if written != len(line):
                 # Disk filled mid-line: end the fragment so the next record starts clean.
-                try:
+                with contextlib.suppress(OSError):
                     os.write(fd, b"\n")
-                except OSError:
-                    pass
                 raise OSError(errno.ENOSPC, "short write")
             if self.max_bytes is not None and os.fstat(fd).st_size >= self.max_bytes:
                 self._rotate(fd)
@@ -168,10 +167,8 @@ class UsageLogWriter:
 
     def _close(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
         self._fd, self._identity = None, None
 
     def _after_fork(self) -> None:
