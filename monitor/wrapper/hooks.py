@@ -27,7 +27,7 @@ from typing import Any, Final
 import msgspec
 
 from monitor.paths import default_log_path
-from monitor.records import MAX_TOKENS, Operation, make_record, to_json_line
+from monitor.records import MAX_TOKENS, Operation, record_line
 from monitor.wrapper import estimate as estimating
 from monitor.wrapper.extract import (
     HEADER_REQUEST_ID,
@@ -349,7 +349,7 @@ class CallMeter:
             counts, source = self._resolved_counts(status)
             latency = self.latency_ms if self.latency_ms is not None else self.elapsed_ms()
             instrumentation = self.instrumentation
-            record = make_record(
+            line = record_line(
                 epoch=self.start_epoch + latency / 1000.0,
                 request_id=self.request_id[:256],
                 model_id=self.model_id,
@@ -375,7 +375,7 @@ class CallMeter:
             self.output_text = None
             self.body_parts = None
             self.pending_chunks = []
-        instrumentation.writer.write(to_json_line(record))
+        instrumentation.writer.write(line)
 
     def _resolved_counts(self, status: str) -> tuple[Counts, str]:
         if status not in ("ok", "aborted"):
