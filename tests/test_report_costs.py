@@ -51,8 +51,14 @@ def test_costs_and_budgets_match_a_hand_calculation(tmp_path: Path) -> None:
         # 2M in, 1M out at $0.25/$1.25 = 0.50 + 1.25 = $1.75
         record(epoch=first, model_id=HAIKU, input_tokens=2 * M, output_tokens=M),
         # cache: 1M read at $0.03, 1M write at $0.30 = $0.33
-        record(epoch=first + 1, model_id=HAIKU, input_tokens=0, output_tokens=0,
-               cache_read_input_tokens=M, cache_write_input_tokens=M),
+        record(
+            epoch=first + 1,
+            model_id=HAIKU,
+            input_tokens=0,
+            output_tokens=0,
+            cache_read_input_tokens=M,
+            cache_write_input_tokens=M,
+        ),
         # us. profile x1.1: 4M in = 4 * 0.25 * 1.1 = $1.10
         record(epoch=first + 2, model_id=US_HAIKU, input_tokens=4 * M, output_tokens=0),
         # no price anywhere: unpriced, never $0
@@ -61,9 +67,24 @@ def test_costs_and_budgets_match_a_hand_calculation(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     result = subprocess.run(
-        [sys.executable, "-m", "monitor", "--once", "--json", "--no-cloudwatch",
-         "--config", str(config), "--log", str(log), "--since", "1h"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "--once",
+            "--json",
+            "--no-cloudwatch",
+            "--config",
+            str(config),
+            "--log",
+            str(log),
+            "--since",
+            "1h",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
         env={**os.environ, "BEDROCK_TOP_CONFIG": ""},
     )
     assert result.returncode == 0, result.stderr
@@ -94,7 +115,10 @@ def test_broken_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     config.write_text('[[budgets]]\nname = "x"\nperiod = "fortnight"\nlimit_usd = 5\n')
     result = subprocess.run(
         [sys.executable, "-m", "monitor", "--once", "--config", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "budgets[0].period" in result.stderr and str(config) in result.stderr
