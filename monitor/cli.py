@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 from monitor.formatting import parse_duration, parse_since
 from monitor.paths import default_log_path
+
+if TYPE_CHECKING:
+    from monitor.config import Config
 
 SUBCOMMANDS = ("run", "init-config", "config")
 DEFAULT_SINCE = "1h"
@@ -133,50 +135,31 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         status: int = run_main(rest)
         return status
+    if name in ("init-config", "config"):
+        from monitor.config import subcommand_main
+
+        return subcommand_main(name, rest)
     raise UsageError(f"'{name}' is not available in this build")
 
 
-def _log_patterns(args: argparse.Namespace, demo_dir: Path | None) -> list[str]:
-    if demo_dir is not None:
-        return [str(demo_dir / "usage.jsonl"), *(args.log or [])]
-    return list(args.log or [str(default_log_path())])
-
-
 def run_once(args: argparse.Namespace) -> int:
-    from monitor.cloudwatch_store import combine_report_objects
-    from monitor.feed import DAY_S, LocalFeed
-    from monitor.report import ReportInput, build_report, render_json, render_line, render_table
+    from monitor.report import render_json, render_line, render_table
+    from monitor.session import SessionError, open_session
 
     now = time.time()
-    with tempfile.TemporaryDirectory(prefix="bedrock-top-demo-") as scratch:
-        demo_dir = Path(scratch) if args.demo else None
-        if demo_dir is not None:
-            from monitor.sources.demo import DemoWorkload, DemoWriter
-
-            workload = DemoWorkload(
-                models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
-            )
-            DemoWriter(demo_dir / "usage.jsonl", workload).write_history(now)
-        feed = LocalFeed(
-            _log_patterns(args, demo_dir),
-            since=args.since_epoch,
-            start_epoch=min(args.since_epoch, now - DAY_S),
-            clock=lambda: now,
+    try:
+        session = open_session(args, now=now)
+    except SessionError as err:
+        print(f"bedrock-top: {err}", file=sys.stderr)
+        return 2
+    try:
+        session.feed.catch_up()
+        cloudwatch, cloudwatch_state = _cloudwatch_for_report(args, session.config, now)
+        report = session.report(
+            now, sources_extra={"cloudwatch": cloudwatch_state}, cloudwatch=cloudwatch
         )
-        feed.catch_up()
-        feed.stop()
-    sources: dict[str, dict[str, Any]] = {"log": feed.tailer.snapshot()}
-    cloudwatch, sources["cloudwatch"] = _cloudwatch_for_report(args, now)
-    report = build_report(
-        ReportInput(
-            now=now,
-            since=args.since_epoch,
-            store=feed.store,
-            sources=sources,
-            cloudwatch=cloudwatch,
-            cloudwatch_totals=combine_report_objects(cloudwatch.values()) if cloudwatch else None,
-        )
-    )
+    finally:
+        session.close()
     fmt = args.format or "table"
     if fmt == "json":
         print(render_json(report))
@@ -194,25 +177,29 @@ def run_once(args: argparse.Namespace) -> int:
 
 
 def _cloudwatch_for_report(
-    args: argparse.Namespace, now: float
+    args: argparse.Namespace, config: Config, now: float
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """CloudWatch over --since: on by default, off with --no-cloudwatch, and off with --demo
-    unless a profile, region or endpoint is given (the demo needs no AWS account)."""
+    """CloudWatch over --since: on by default, off with --no-cloudwatch (or in the config), and
+    off with --demo unless a profile, region or endpoint is given (the demo needs no account)."""
     from monitor.sources.cloudwatch import cloudwatch_report
 
+    sources = config.sources
     asked = bool(args.profile or args.region or args.endpoint_url)
-    if args.demo and not asked and not args.no_cloudwatch:
-        reason = "off with --demo (pass --profile, --region or --endpoint-url to use it)"
-    else:
-        reason = "disabled (--no-cloudwatch)"
+    enabled = sources.cloudwatch and (asked or not args.demo)
+    reason = (
+        "off with --demo (pass --profile, --region or --endpoint-url to use it)"
+        if sources.cloudwatch
+        else "disabled (--no-cloudwatch or sources.cloudwatch = false)"
+    )
     return cloudwatch_report(
-        args.region,
-        args.profile,
-        args.endpoint_url,
+        sources.region,
+        sources.profile,
+        sources.endpoint_url,
         args.since_epoch,
         now,
-        enabled=not args.no_cloudwatch and (asked or not args.demo),
+        enabled=enabled,
         disabled_message=reason,
+        models_from_config=config.models,
     )
 
 

@@ -178,6 +178,59 @@ def to_json_line(record: UsageRecord) -> bytes:
     return _encoder.encode(fields) + b"\n"
 
 
+def record_line(
+    *,
+    epoch: float,
+    request_id: str,
+    model_id: str,
+    operation: Operation,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: float,
+    status: Status,
+    token_source: TokenSource,
+    region: str = "",
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    ttft_ms: float | None = None,
+    error_code: str | None = None,
+    app: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> bytes:
+    """One validated record as a complete line, newline included, ready for a single ``write``.
+
+    The writer's path: the line is encoded once and checked once by the same decoder the reader
+    uses, so a writer can never emit a line that the reader would reject. Raises
+    :class:`RecordError`.
+    """
+    line = (
+        _encoder.encode(
+            {
+                "v": RECORD_VERSION,
+                "ts": format_ts(ts_from_epoch(epoch)),
+                "request_id": request_id,
+                "model_id": model_id,
+                "operation": operation,
+                "region": region,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": cache_read_input_tokens,
+                "cache_write_input_tokens": cache_write_input_tokens,
+                "latency_ms": round(latency_ms, 3),
+                "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
+                "status": status,
+                "error_code": error_code,
+                "token_source": token_source,
+                "app": app,
+                "tags": tags,
+            }
+        )
+        + b"\n"
+    )
+    parse_line(line)
+    return line
+
+
 def make_record(
     *,
     epoch: float,
@@ -197,26 +250,24 @@ def make_record(
     app: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> UsageRecord:
-    """Build a validated record (the constructor of a Struct does not run the constraints)."""
-    record = UsageRecord(
-        v=RECORD_VERSION,
-        ts=ts_from_epoch(epoch),
-        request_id=request_id,
-        model_id=model_id,
-        operation=operation,
-        region=region,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_input_tokens=cache_read_input_tokens,
-        cache_write_input_tokens=cache_write_input_tokens,
-        latency_ms=round(latency_ms, 3),
-        ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
-        status=status,
-        error_code=error_code,
-        token_source=token_source,
-        app=app,
-        tags=tags,
+    """Build a validated record."""
+    return parse_line(
+        record_line(
+            epoch=epoch,
+            request_id=request_id,
+            model_id=model_id,
+            operation=operation,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            status=status,
+            token_source=token_source,
+            region=region,
+            cache_read_input_tokens=cache_read_input_tokens,
+            cache_write_input_tokens=cache_write_input_tokens,
+            ttft_ms=ttft_ms,
+            error_code=error_code,
+            app=app,
+            tags=tags,
+        )
     )
-    # Round-trip through the validating decoder so that a writer can never emit a line that the
-    # reader would reject.
-    return parse_line(to_json_line(record))
