@@ -733,3 +733,29 @@ def test_once_without_credentials_reports_the_log_and_says_why(
     assert "no AWS credentials" in report["sources"]["cloudwatch"]["message"]
     assert report["totals"]["local"]["requests"] == 1
     assert [entry.get("cloudwatch") for entry in report["models"]] == [None]
+
+
+async def test_background_task_polls_and_stops_cleanly(cw: Any, proxy: FaultProxy) -> None:
+    import asyncio
+
+    now = time.time()
+    put(cw, MODELS[3], INVOCATIONS, minute_start(-2, now), 3)
+    # An unreachable endpoint first: a network fault, not a set-up error, so it retries soon.
+    source = make_source("http://127.0.0.1:9", schedule=Schedule(interval_s=10))
+    await source.poll_once()
+    assert source.state.status == ERROR and "unreachable" in source.state.message
+    assert source.effective_interval_s() < FAST.credentials_retry_s
+    await source.stop()
+    source = make_source(proxy.url)
+    task = source.run_in_background()
+    try:
+        for _ in range(100):  # bounded: at most ~5 s
+            if source.state.status == OK:
+                break
+            await asyncio.sleep(0.05)
+        assert source.state.status == OK, source.state.message
+        assert source.store.sum(MODELS[3], INVOCATIONS, now - 600, now + 60) == 3
+        assert not task.done()  # sleeping until the next poll, not spinning
+    finally:
+        await source.stop()
+    assert task.done()

@@ -485,7 +485,10 @@ class CloudWatchSource:
 
     def effective_interval_s(self) -> float:
         sched = self.schedule
-        if self._status in (NO_CREDENTIALS, ACCESS_DENIED, ERROR, DISABLED):
+        # Credentials, permissions and set-up errors are not fixed by asking again soon; a
+        # network fault before the first good poll (client open) is, so it backs off normally.
+        setup_error = self._status == ERROR and self._client is None
+        if self._status in (NO_CREDENTIALS, ACCESS_DENIED, DISABLED) or setup_error:
             return max(sched.interval_s, sched.credentials_retry_s)
         interval = sched.interval_s
         if self._failures:
