@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,13 @@ from pathlib import Path
 import pytest
 
 from monitor.records import UsageRecord, make_record, to_json_line
+
+# Tests talk to servers on 127.0.0.1 only: never let botocore's credential chain reach for an
+# instance-metadata endpoint, and never read the developer's own AWS files. Subprocesses inherit
+# this environment.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ.setdefault("AWS_CONFIG_FILE", os.devnull)
+os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 _ids = itertools.count()
 
