@@ -11,14 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.formatting import parse_duration, parse_since
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
-    from monitor.config import Config
+    pass
 
 SUBCOMMANDS = ("run", "init-config", "config")
 DEFAULT_SINCE = "1h"
@@ -154,7 +154,7 @@ def run_once(args: argparse.Namespace) -> int:
         return 2
     try:
         session.feed.catch_up()
-        cloudwatch, cloudwatch_state = _cloudwatch_for_report(args, session.config, now)
+        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
         report = session.report(
             now, sources_extra={"cloudwatch": cloudwatch_state}, cloudwatch=cloudwatch
         )
@@ -174,33 +174,6 @@ def run_once(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _cloudwatch_for_report(
-    args: argparse.Namespace, config: Config, now: float
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """CloudWatch over --since: on by default, off with --no-cloudwatch (or in the config), and
-    off with --demo unless a profile, region or endpoint is given (the demo needs no account)."""
-    from monitor.sources.cloudwatch import cloudwatch_report
-
-    sources = config.sources
-    asked = bool(args.profile or args.region or args.endpoint_url)
-    enabled = sources.cloudwatch and (asked or not args.demo)
-    reason = (
-        "off with --demo (pass --profile, --region or --endpoint-url to use it)"
-        if sources.cloudwatch
-        else "disabled (--no-cloudwatch or sources.cloudwatch = false)"
-    )
-    return cloudwatch_report(
-        sources.region,
-        sources.profile,
-        sources.endpoint_url,
-        args.since_epoch,
-        now,
-        enabled=enabled,
-        disabled_message=reason,
-        models_from_config=config.models,
-    )
 
 
 def run_live(args: argparse.Namespace) -> int:

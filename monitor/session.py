@@ -7,18 +7,27 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from monitor.budgets import BudgetStatus, budget_report, evaluate_all, period_bounds
-from monitor.cloudwatch_store import combine_report_objects
+from monitor.cloudwatch_store import (
+    CACHE_READ,
+    CACHE_WRITE,
+    INPUT_TOKENS,
+    INVOCATIONS,
+    OUTPUT_TOKENS,
+    CloudWatchStore,
+    combine_report_objects,
+)
 from monitor.config import Config, ConfigError, load_config
 from monitor.feed import DAY_S, LocalFeed
 from monitor.pricing import PriceBook
 from monitor.report import ReportInput, build_report
 from monitor.sources.demo import DemoWorkload, DemoWriter
+from monitor.store import Tally
 
 
 class SessionError(Exception):
@@ -56,6 +65,8 @@ class Session:
     since: float
     demo: DemoWriter | None = None
     clock: Callable[[], float] = time.time
+    # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
+    cloudwatch_store: CloudWatchStore | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
@@ -70,8 +81,16 @@ class Session:
             for model_id in store.model_ids()
         }
 
+    def budget_period_starts(self, now: float) -> dict[str, float]:
+        """The start of each budget period in use, in the configured timezone."""
+        return {
+            spec.period: period_bounds(spec.period, now, self.config.timezone)[0]
+            for spec in self.config.budgets
+        }
+
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         store = self.feed.store
+        cloud = self.cloudwatch_store
         return evaluate_all(
             self.config.budgets,
             now,
@@ -79,6 +98,12 @@ class Session:
             tz=self.config.timezone,
             local_models=[*store.model_ids(), *self.config.models],
             local_usage=store.tally_between,
+            cloudwatch_models=cloud.model_ids() if cloud is not None else (),
+            cloudwatch_usage=(
+                None
+                if cloud is None
+                else cloudwatch_usage(cloud, self.budget_period_starts(now), now)
+            ),
         )
 
     def report(
@@ -111,6 +136,31 @@ class Session:
         report["totals"]["local"]["unpriced_models"] = list(summary.unpriced_models)
         return report
 
+    def cloudwatch_once(
+        self, args: argparse.Namespace, now: float
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """CloudWatch over ``--since`` for the report: per model objects and the source state.
+        Budgets that read CloudWatch also get its period-to-date totals and recent minutes."""
+        from monitor.sources.cloudwatch import cloudwatch_report
+
+        enabled, reason = cloudwatch_wanted(args, self.config)
+        sources = self.config.sources
+        wants_budgets = enabled and any(s.source != "local" for s in self.config.budgets)
+        if wants_budgets:
+            self.cloudwatch_store = CloudWatchStore()
+        return cloudwatch_report(
+            sources.region,
+            sources.profile,
+            sources.endpoint_url,
+            self.since,
+            now,
+            enabled=enabled,
+            disabled_message=reason,
+            models_from_config=self.config.models,
+            store=self.cloudwatch_store,
+            period_starts=self.budget_period_starts if wants_budgets else None,
+        )
+
     def close(self) -> None:
         if self.demo is not None:
             self.demo.stop()
@@ -118,6 +168,50 @@ class Session:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+
+
+def cloudwatch_usage(
+    store: CloudWatchStore, period_starts: Mapping[str, float], now: float
+) -> Callable[[str, float, float], Tally]:
+    """Budget usage from CloudWatch: a period's coarse period-to-date total when the window
+    starts at a budget period's start, else the per-minute sums (burn-rate windows)."""
+    starts = {start: period for period, start in period_starts.items()}
+
+    def usage(model_id: str, start: float, end: float) -> Tally:
+        period = starts.get(start)
+
+        def total(metric: str) -> int:
+            if period is not None:
+                value = store.period_to_date(model_id, metric, period, now)
+                if value is not None:
+                    return int(value)
+            return int(store.sum(model_id, metric, start, end))
+
+        return Tally(
+            requests=total(INVOCATIONS),
+            input_tokens=total(INPUT_TOKENS),
+            output_tokens=total(OUTPUT_TOKENS),
+            cache_read_input_tokens=total(CACHE_READ),
+            cache_write_input_tokens=total(CACHE_WRITE),
+        )
+
+    return usage
+
+
+def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
+    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), and off
+    with --demo unless a profile, region or endpoint is given (the demo needs no account).
+    Returns (on, why not)."""
+    asked = bool(
+        getattr(args, "profile", None)
+        or getattr(args, "region", None)
+        or getattr(args, "endpoint_url", None)
+    )
+    if not config.sources.cloudwatch:
+        return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
+    if args.demo and not asked:
+        return False, "off with --demo (pass --profile, --region or --endpoint-url to use it)"
+    return True, ""
 
 
 def earliest_needed(config: Config, since: float, now: float) -> float:

@@ -759,3 +759,51 @@ async def test_background_task_polls_and_stops_cleanly(cw: Any, proxy: FaultProx
     finally:
         await source.stop()
     assert task.done()
+
+
+def test_once_budget_from_cloudwatch_counts_the_account_not_the_log(
+    cw: Any, moto_url: str, tmp_path: Path
+) -> None:
+    import os
+
+    from monitor.budgets import period_bounds
+
+    now = time.time()
+    # A timezone in which today began more than an hour ago, so the seeded minutes are today's.
+    zone = next(
+        tz
+        for tz in ("UTC", "Asia/Tokyo", "America/New_York", "Europe/Berlin")
+        if now - period_bounds("day", now, tz)[0] > 3600
+    )
+    expected = seed_usage(cw, now)
+    log = tmp_path / "usage.jsonl"
+    write_log(log, now)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'timezone = "{zone}"\n[[budgets]]\nname = "account tokens"\nperiod = "day"\n'
+        'limit_tokens = 1000000\nsource = "cloudwatch"\n'
+        '[[budgets]]\nname = "host tokens"\nperiod = "day"\nlimit_tokens = 1000000\n'
+        'source = "local"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    report = run_once(
+        [
+            "--endpoint-url",
+            moto_url,
+            "--region",
+            "us-east-1",
+            "--log",
+            str(log),
+            "--config",
+            str(config),
+        ],
+        env,
+    )
+    budgets = {budget["name"]: budget for budget in report["budgets"]}
+    account = budgets["account tokens"]
+    want = sum(expected[m][INPUT_TOKENS] + expected[m][OUTPUT_TOKENS] for m in MODELS)
+    assert account["source"] == "cloudwatch"
+    assert account["used_tokens"] == want
+    assert account["fraction"] == pytest.approx(want / 1_000_000)
+    host = budgets["host tokens"]
+    assert host["source"] == "local" and host["used_tokens"] == 11 + 7

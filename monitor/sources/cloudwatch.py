@@ -951,9 +951,14 @@ def cloudwatch_report(
     models_from_config: Iterable[str] = (),
     read_timeout_s: float = 20.0,
     max_attempts: int = 4,
+    store: CloudWatchStore | None = None,
+    period_starts: PeriodStarts | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """For ``--once``: one query over [since, now) and its account (per model ``cloudwatch``
-    objects, and ``sources.cloudwatch``). Runs its own event loop; never raises for AWS faults."""
+    objects, and ``sources.cloudwatch``). Runs its own event loop; never raises for AWS faults.
+
+    With ``period_starts`` (budgets that read CloudWatch), one regular poll follows, filling
+    ``store`` with recent minutes (for burn rates) and the period-to-date totals."""
     source = CloudWatchSource(
         region=region,
         profile=profile,
@@ -963,13 +968,18 @@ def cloudwatch_report(
         read_timeout_s=read_timeout_s,
         max_attempts=max_attempts,
         clock=lambda: now,
+        store=store,
+        period_starts=utc_period_starts if period_starts is None else period_starts,
     )
     if not enabled:
         return {}, {**source.state.as_report(), "message": disabled_message}
 
     async def run() -> dict[str, CloudWatchTotals]:
         try:
-            return await source.window_report(since_epoch, now)
+            totals = await source.window_report(since_epoch, now)
+            if period_starts is not None and totals:
+                await source.poll_once()
+            return totals
         finally:
             await source.stop()
 
