@@ -348,10 +348,11 @@ class Store:
         self, batch: list[UsageRecord], ids: list[str], horizon: float, now: float
     ) -> int:
         kept = self._apply_many(batch, 1, now, horizon)
+        # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all its records.
         if len(kept) == len(batch):
-            self._remember(dict(zip(ids, batch, strict=True)))
+            self._remember(dict(zip(ids[-DEDUP_WINDOW:], batch[-DEDUP_WINDOW:], strict=True)))
         else:
-            self._remember({record.request_id: record for record in kept})
+            self._remember({record.request_id: record for record in kept[-DEDUP_WINDOW:]})
         return len(kept)
 
     def _ingest_each(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
