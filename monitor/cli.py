@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.formatting import parse_duration, parse_since
 from monitor.paths import default_log_path
+
+if TYPE_CHECKING:
+    pass
 
 SUBCOMMANDS = ("run", "init-config", "config")
 DEFAULT_SINCE = "1h"
@@ -136,45 +139,31 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         status: int = run_main(rest)
         return status
+    if name in ("init-config", "config"):
+        from monitor.config import subcommand_main
+
+        return subcommand_main(name, rest)
     raise UsageError(f"'{name}' is not available in this build")
 
 
-def _log_patterns(args: argparse.Namespace, demo_dir: Path | None) -> list[str]:
-    if demo_dir is not None:
-        return [str(demo_dir / "usage.jsonl"), *(args.log or [])]
-    return list(args.log or [str(default_log_path())])
-
-
 def run_once(args: argparse.Namespace) -> int:
-    from monitor.feed import DAY_S, LocalFeed
-    from monitor.report import ReportInput, build_report, render_json, render_line, render_table
+    from monitor.report import render_json, render_line, render_table
+    from monitor.session import SessionError, open_session
 
     now = time.time()
-    with tempfile.TemporaryDirectory(prefix="bedrock-top-demo-") as scratch:
-        demo_dir = Path(scratch) if args.demo else None
-        if demo_dir is not None:
-            from monitor.sources.demo import DemoWorkload, DemoWriter
-
-            workload = DemoWorkload(
-                models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
-            )
-            DemoWriter(demo_dir / "usage.jsonl", workload).write_history(now)
-        feed = LocalFeed(
-            _log_patterns(args, demo_dir),
-            since=args.since_epoch,
-            start_epoch=min(args.since_epoch, now - DAY_S),
-            clock=lambda: now,
+    try:
+        session = open_session(args, now=now)
+    except SessionError as err:
+        print(f"bedrock-top: {err}", file=sys.stderr)
+        return 2
+    try:
+        session.feed.catch_up()
+        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
+        report = session.report(
+            now, sources_extra={"cloudwatch": cloudwatch_state}, cloudwatch=cloudwatch
         )
-        feed.catch_up()
-        feed.stop()
-    report = build_report(
-        ReportInput(
-            now=now,
-            since=args.since_epoch,
-            store=feed.store,
-            sources={"log": feed.tailer.snapshot()},
-        )
-    )
+    finally:
+        session.close()
     fmt = args.format or "table"
     if fmt == "json":
         print(render_json(report))

@@ -37,12 +37,25 @@ class LocalFeed:
         entry = start_epoch if start_epoch is not None else since
         if since is not None and entry is not None:
             entry = min(entry, since)
-        self.tailer = LogTailer(patterns, self._queue.put, start_epoch=entry)
+        self._direct = False
+        self.tailer = LogTailer(patterns, self._on_records, start_epoch=entry)
+
+    def _on_records(self, batch: list[UsageRecord]) -> None:
+        if self._direct:
+            self.store.ingest(batch, self.clock())
+        else:
+            self._queue.put(batch)
 
     def catch_up(self) -> int:
-        """Read every file to its current end on this thread and ingest it."""
-        self.tailer.poll()
-        return self.drain()
+        """Read every file to its current end on this thread, ingesting batch by batch so that
+        memory holds one read block of records at a time, not the whole backlog."""
+        before = self.store.stats.accepted
+        self._direct = True
+        try:
+            self.tailer.poll()
+        finally:
+            self._direct = False
+        return self.store.stats.accepted - before + self.drain()
 
     def start(self, wake: Callable[[], None] | None = None) -> None:
         """Follow the logs in a background thread; ``wake`` is called (from that thread) after

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from monitor.pricing import split_model_id
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Inference-profile prefixes Bedrock uses in model ids (cross-region and global profiles).
-PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 
 
 def parse_duration(text: str) -> float:
@@ -77,39 +77,27 @@ def format_usd(value: float | None) -> str:
 
 
 def base_model_id(model_id: str) -> str:
-    """The foundation model behind an id: inference-profile prefixes and ARNs removed."""
-    if model_id.startswith("arn:"):
-        model_id = model_id.rsplit("/", 1)[-1]
-    for prefix in PROFILE_PREFIXES:
-        if model_id.startswith(prefix):
-            return model_id[len(prefix) :]
-    return model_id
+    """The foundation model behind an id: inference-profile prefix and ARN removed."""
+    return split_model_id(model_id)[1]
 
 
 def short_model_id(model_id: str, width: int) -> str:
-    """Fit a model id in ``width`` cells: drop the provider, then the version suffix, then cut
-    the middle. The profile prefix stays, because it changes the price."""
+    """Fit a model id in ``width`` cells: drop the provider, then the version suffix, then the
+    date stamp, then cut the end. The profile prefix stays, because it changes the price."""
     if len(model_id) <= width:
         return model_id
-    prefix = ""
-    rest = model_id
-    if rest.startswith("arn:"):
-        rest = rest.rsplit("/", 1)[-1]
-    for candidate in PROFILE_PREFIXES:
-        if rest.startswith(candidate):
-            prefix, rest = candidate, rest[len(candidate) :]
-            break
+    if model_id.startswith("arn:"):
+        model_id = model_id.rsplit("/", 1)[-1]
+    prefix, rest = split_model_id(model_id)
     _provider, dot, name = rest.partition(".")
     if dot:
         rest = name
-    text = prefix + rest
-    if len(text) <= width:
-        return text
-    text = prefix + re.sub(r"-v\d+(:\d+)?$", "", rest)
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return text[:width]
-    head = (width - 1) // 2 + (width - 1) % 2
-    tail = width - 1 - head
-    return text[:head] + "…" + (text[-tail:] if tail else "")
+    for shorter in (
+        rest,
+        re.sub(r"-v\d+(:\d+)?$", "", rest),
+        re.sub(r"-\d{8}", "", re.sub(r"-v\d+(:\d+)?$", "", rest)),
+    ):
+        if len(prefix + shorter) <= width:
+            return prefix + shorter
+    text = prefix + shorter
+    return text[: max(width - 1, 0)] + "…" if width > 0 else ""

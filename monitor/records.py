@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, NotRequired, TypedDict, Unpack
 
 import msgspec
 
@@ -178,45 +178,63 @@ def to_json_line(record: UsageRecord) -> bytes:
     return _encoder.encode(fields) + b"\n"
 
 
-def make_record(
-    *,
-    epoch: float,
-    request_id: str,
-    model_id: str,
-    operation: Operation,
-    input_tokens: int,
-    output_tokens: int,
-    latency_ms: float,
-    status: Status,
-    token_source: TokenSource,
-    region: str = "",
-    cache_read_input_tokens: int = 0,
-    cache_write_input_tokens: int = 0,
-    ttft_ms: float | None = None,
-    error_code: str | None = None,
-    app: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> UsageRecord:
-    """Build a validated record (the constructor of a Struct does not run the constraints)."""
-    record = UsageRecord(
-        v=RECORD_VERSION,
-        ts=ts_from_epoch(epoch),
-        request_id=request_id,
-        model_id=model_id,
-        operation=operation,
-        region=region,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_input_tokens=cache_read_input_tokens,
-        cache_write_input_tokens=cache_write_input_tokens,
-        latency_ms=round(latency_ms, 3),
-        ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
-        status=status,
-        error_code=error_code,
-        token_source=token_source,
-        app=app,
-        tags=tags,
+class RecordFields(TypedDict):
+    """The keyword arguments of :func:`record_line` and :func:`make_record`."""
+
+    epoch: float
+    request_id: str
+    model_id: str
+    operation: Operation
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    status: Status
+    token_source: TokenSource
+    region: NotRequired[str]
+    cache_read_input_tokens: NotRequired[int]
+    cache_write_input_tokens: NotRequired[int]
+    ttft_ms: NotRequired[float | None]
+    error_code: NotRequired[str | None]
+    app: NotRequired[str | None]
+    tags: NotRequired[dict[str, str] | None]
+
+
+def record_line(**fields: Unpack[RecordFields]) -> bytes:
+    """One validated record as a complete line, newline included, ready for a single ``write``.
+
+    The writer's path: the line is encoded once and checked once by the same decoder the reader
+    uses, so a writer can never emit a line that the reader would reject. Raises
+    :class:`RecordError`.
+    """
+    ttft_ms = fields.get("ttft_ms")
+    line = (
+        _encoder.encode(
+            {
+                "v": RECORD_VERSION,
+                "ts": format_ts(ts_from_epoch(fields["epoch"])),
+                "request_id": fields["request_id"],
+                "model_id": fields["model_id"],
+                "operation": fields["operation"],
+                "region": fields.get("region", ""),
+                "input_tokens": fields["input_tokens"],
+                "output_tokens": fields["output_tokens"],
+                "cache_read_input_tokens": fields.get("cache_read_input_tokens", 0),
+                "cache_write_input_tokens": fields.get("cache_write_input_tokens", 0),
+                "latency_ms": round(fields["latency_ms"], 3),
+                "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
+                "status": fields["status"],
+                "error_code": fields.get("error_code"),
+                "token_source": fields["token_source"],
+                "app": fields.get("app"),
+                "tags": fields.get("tags"),
+            }
+        )
+        + b"\n"
     )
-    # Round-trip through the validating decoder so that a writer can never emit a line that the
-    # reader would reject.
-    return parse_line(to_json_line(record))
+    parse_line(line)
+    return line
+
+
+def make_record(**fields: Unpack[RecordFields]) -> UsageRecord:
+    """Build a validated record."""
+    return parse_line(record_line(**fields))

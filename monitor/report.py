@@ -189,6 +189,16 @@ def _source_summary(name: str, state: dict[str, Any]) -> str:
         for path, error in (state.get("errors") or {}).items():
             text += f"; error reading {path}: {error}"
         return text
+    if name == "cloudwatch":
+        text = f"{state.get('region') or 'no region'} — {state.get('state')}"
+        if state.get("message"):
+            text += f": {state['message']}"
+        if state.get("calls"):
+            text += (
+                f" ({state['calls']} calls, {state.get('metrics_requested', 0)} metrics, "
+                f"{format_usd(state.get('estimated_cost_usd'))})"
+            )
+        return text
     scalars = {key: value for key, value in state.items() if not isinstance(value, dict | list)}
     return ", ".join(f"{key}={value}" for key, value in scalars.items())
 

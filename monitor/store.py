@@ -34,8 +34,9 @@ QUARTER_WINDOW_S: Final = 40 * 24 * 3600
 RECENT_REQUESTS: Final = 200
 # Duplicate request ids are looked for among at least this many most recent records (at most
 # twice as many); a record repeated further apart than that is counted twice. Bounded so memory
-# does not grow with the log.
-DEDUP_WINDOW: Final = 50_000
+# does not grow with the log, and small enough to stay in cache: duplicates come from a writer
+# repeating a line or a log read twice, which happens within seconds, not thousands of calls.
+DEDUP_WINDOW: Final = 20_000
 
 # Log-spaced histogram: bucket i holds values in (GAMMA**(i-1), GAMMA**i], so any percentile is
 # reported within RELATIVE_ERROR of a real sample value.
@@ -310,8 +311,10 @@ class Store:
         self._since_quarter = -1 if self.since is None else int(self.since) // QUARTER_S
 
     def _horizon(self, now: float) -> float:
-        """Nothing older than this is kept."""
-        return min(now - QUARTER_WINDOW_S, self._since_epoch)
+        """Nothing older than this is kept: 40 days, or back to ``since`` if that is older."""
+        if self.since is None:
+            return now - QUARTER_WINDOW_S
+        return min(now - QUARTER_WINDOW_S, self.since)
 
     def ingest(self, records: Iterable[UsageRecord], now: float) -> int:
         """Add records (any order). Returns how many were kept.
@@ -328,10 +331,11 @@ class Store:
         if (
             len(unique) == len(ids)
             and "" not in unique
-            and unique.isdisjoint(self._recent_ids)
-            and unique.isdisjoint(self._older_ids)
+            # dict views walk the smaller side; set.isdisjoint(dict) would walk the whole dict
+            and self._recent_ids.keys().isdisjoint(unique)
+            and self._older_ids.keys().isdisjoint(unique)
         ):
-            kept = self._ingest_unique(batch, horizon, now)
+            kept = self._ingest_unique(batch, ids, horizon, now)
         else:
             kept = self._ingest_each(batch, horizon, now)
         if kept:
@@ -340,37 +344,31 @@ class Store:
         self.prune(now)
         return kept
 
-    def _ingest_unique(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
-        apply = self._apply
-        kept: dict[str, UsageRecord] = {}
-        for record in batch:
-            epoch = record.ts.timestamp()
-            if epoch < horizon:
-                self.stats.too_old += 1
-                continue
-            apply(record, epoch, 1, now)
-            kept[record.request_id] = record
-        self._remember(kept)
+    def _ingest_unique(
+        self, batch: list[UsageRecord], ids: list[str], horizon: float, now: float
+    ) -> int:
+        kept = self._apply_many(batch, 1, now, horizon)
+        # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all its records.
+        if len(kept) == len(batch):
+            self._remember(dict(zip(ids[-DEDUP_WINDOW:], batch[-DEDUP_WINDOW:], strict=True)))
+        else:
+            self._remember({record.request_id: record for record in kept[-DEDUP_WINDOW:]})
         return len(kept)
 
     def _ingest_each(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
         kept = 0
         for record in batch:
-            epoch = record.ts.timestamp()
-            if epoch < horizon:
+            if record.ts.timestamp() < horizon:
                 self.stats.too_old += 1
                 continue
             request_id = record.request_id
             if request_id:
                 previous = self._recent_ids.get(request_id) or self._older_ids.get(request_id)
                 if previous is not None:
-                    previous_epoch = previous.ts.timestamp()
-                    if previous_epoch >= horizon:
-                        self._apply(previous, previous_epoch, -1, now)
+                    self._apply_many([previous], -1, now, horizon)
                     self.stats.replaced += 1
                 self._remember({request_id: record})
-            self._apply(record, epoch, 1, now)
-            kept += 1
+            kept += len(self._apply_many([record], 1, now, horizon))
         return kept
 
     def _remember(self, records_by_id: dict[str, UsageRecord]) -> None:
@@ -381,35 +379,48 @@ class Store:
             self._older_ids = self._recent_ids
             self._recent_ids = {}
 
-    def _apply(self, record: UsageRecord, epoch: float, sign: int, now: float) -> None:
-        # The hot path of a catch-up over a month of log: written out flat, with locals, because
-        # every attribute lookup and call here is paid once per record.
-        series = self._series.get(record.model_id)
-        if series is None:
-            series = self._series[record.model_id] = _ModelSeries()
-        input_tokens = record.input_tokens
-        output_tokens = record.output_tokens
-        cache_read = record.cache_read_input_tokens
-        cache_write = record.cache_write_input_tokens
-        ttft = record.ttft_ms
-        status_slot = _STATUS_SLOT.get(record.status)
-        latency = record.latency_ms
-        estimated = record.token_source == "estimate"
-        in_since = epoch >= self._since_epoch
-        second = int(epoch)
-        quarter = second // QUARTER_S
-        quarter_vector = series.quarters.get(quarter)
-        if quarter_vector is None:
-            quarter_vector = series.quarters[quarter] = _new_vector()
-        edge = in_since and quarter == self._since_quarter
-        for vector in (quarter_vector, series.since_edge) if edge else (quarter_vector,):
+    def _apply_many(
+        self, records: list[UsageRecord], sign: int, now: float, horizon: float
+    ) -> list[UsageRecord]:
+        """Add (sign 1) or take back (sign -1) records; returns those inside the horizon.
+
+        The hot path of a catch-up over a month of log: written out flat, with everything the
+        loop touches bound to locals, because each lookup and call here is paid per record.
+        """
+        kept: list[UsageRecord] = []
+        keep = kept.append
+        all_series = self._series
+        since_epoch = self._since_epoch
+        since_quarter = self._since_quarter
+        minute_floor = now - MINUTE_WINDOW_S
+        second_floor = now - SECOND_WINDOW_S
+        status_slots = _STATUS_SLOT
+        newest = self.last_epoch if self.last_epoch is not None else -math.inf
+        too_old = 0
+        for record in records:
+            epoch = record.ts.timestamp()
+            if epoch < horizon:
+                too_old += 1
+                continue
+            keep(record)
+            series = all_series.get(record.model_id)
+            if series is None:
+                series = all_series[record.model_id] = _ModelSeries()
+            second = int(epoch)
+            quarter = second // QUARTER_S
+            vector = series.quarters.get(quarter)
+            if vector is None:
+                vector = series.quarters[quarter] = _new_vector()
+            ttft = record.ttft_ms
+            latency = record.latency_ms
+            status_slot = status_slots.get(record.status)
             vector[REQUESTS] += sign
-            vector[INPUT] += sign * input_tokens
-            vector[OUTPUT] += sign * output_tokens
-            if cache_read:
-                vector[CACHE_READ] += sign * cache_read
-            if cache_write:
-                vector[CACHE_WRITE] += sign * cache_write
+            vector[INPUT] += sign * record.input_tokens
+            vector[OUTPUT] += sign * record.output_tokens
+            if record.cache_read_input_tokens:
+                vector[CACHE_READ] += sign * record.cache_read_input_tokens
+            if record.cache_write_input_tokens:
+                vector[CACHE_WRITE] += sign * record.cache_write_input_tokens
             if status_slot is None:
                 vector[LATENCY_SUM] += sign * latency
                 vector[LATENCY_COUNT] += sign
@@ -418,42 +429,49 @@ class Store:
             if ttft is not None:
                 vector[TTFT_SUM] += sign * ttft
                 vector[TTFT_COUNT] += sign
-            if estimated:
+            if record.token_source == "estimate":
                 vector[ESTIMATED] += sign
-        if in_since:
-            if status_slot is None:
-                sketch = series.since_latency
-                bins = sketch.bins
-                key = ceil(log(latency) / _LOG_GAMMA) if latency > _MIN_SKETCH_MS else _MIN_KEY
-                bins[key] = bins.get(key, 0) + sign
-                if latency > sketch.max:
-                    sketch.max = latency
-            if ttft is not None:
-                sketch = series.since_ttft
-                bins = sketch.bins
-                key = ceil(log(ttft) / _LOG_GAMMA) if ttft > _MIN_SKETCH_MS else _MIN_KEY
-                bins[key] = bins.get(key, 0) + sign
-                if ttft > sketch.max:
-                    sketch.max = ttft
-        if epoch >= now - MINUTE_WINDOW_S:
-            minute = second // 60
-            cell = series.minutes.get(minute)
-            if cell is None:
-                cell = series.minutes[minute] = _Minute()
-            _add(cell.vector, record, sign)
-            if status_slot is None:
-                cell.latency.add(latency, sign)
-            if ttft is not None:
-                cell.ttft.add(ttft, sign)
-            if epoch >= now - SECOND_WINDOW_S:
-                second_vector = series.seconds.get(second)
-                if second_vector is None:
-                    second_vector = series.seconds[second] = _new_vector()
-                _add(second_vector, record, sign)
+            if epoch >= since_epoch:
+                if quarter == since_quarter:
+                    _add(series.since_edge, record, sign)
+                if status_slot is None:
+                    sketch = series.since_latency
+                    bins = sketch.bins
+                    key = ceil(log(latency) / _LOG_GAMMA) if latency > _MIN_SKETCH_MS else _MIN_KEY
+                    bins[key] = bins.get(key, 0) + sign
+                    if latency > sketch.max:
+                        sketch.max = latency
+                if ttft is not None:
+                    sketch = series.since_ttft
+                    bins = sketch.bins
+                    key = ceil(log(ttft) / _LOG_GAMMA) if ttft > _MIN_SKETCH_MS else _MIN_KEY
+                    bins[key] = bins.get(key, 0) + sign
+                    if ttft > sketch.max:
+                        sketch.max = ttft
+            if epoch >= minute_floor:
+                minute = second // 60
+                cell = series.minutes.get(minute)
+                if cell is None:
+                    cell = series.minutes[minute] = _Minute()
+                _add(cell.vector, record, sign)
+                if status_slot is None:
+                    cell.latency.add(latency, sign)
+                if ttft is not None:
+                    cell.ttft.add(ttft, sign)
+                if epoch >= second_floor:
+                    vector = series.seconds.get(second)
+                    if vector is None:
+                        vector = series.seconds[second] = _new_vector()
+                    _add(vector, record, sign)
+            if sign > 0:
+                series.recent.append(record)
+                if epoch > newest:
+                    newest = epoch
         if sign > 0:
-            series.recent.append(record)
-            if self.last_epoch is None or epoch > self.last_epoch:
-                self.last_epoch = epoch
+            self.stats.too_old += too_old
+            if newest > -math.inf:
+                self.last_epoch = newest
+        return kept
 
     def prune(self, now: float) -> None:
         """Drop buckets that have left their windows. Cheap when called often."""

@@ -1,0 +1,262 @@
+"""One run of bedrock-top: configuration, sources, store, prices and budgets, assembled once for
+the live screen and the headless report alike. Never imports Textual."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.budgets import BudgetStatus, budget_report, evaluate_all, period_bounds
+from monitor.cloudwatch_store import (
+    CACHE_READ,
+    CACHE_WRITE,
+    INPUT_TOKENS,
+    INVOCATIONS,
+    OUTPUT_TOKENS,
+    CloudWatchStore,
+    combine_report_objects,
+)
+from monitor.config import Config, ConfigError, load_config
+from monitor.feed import DAY_S, LocalFeed
+from monitor.pricing import PriceBook
+from monitor.report import ReportInput, build_report
+from monitor.sources.demo import DemoWorkload, DemoWriter
+from monitor.store import Tally
+
+
+class SessionError(Exception):
+    """A problem with the configuration or arguments: exit status 2, one line."""
+
+
+def load_effective_config(args: argparse.Namespace) -> Config:
+    """The configuration with the command line's flags applied on top."""
+    overrides: dict[str, object] = {
+        "sources.logs": args.log,
+        "sources.cloudwatch": False if getattr(args, "no_cloudwatch", False) else None,
+        "sources.region": getattr(args, "region", None),
+        "sources.profile": getattr(args, "profile", None),
+        "sources.endpoint_url": getattr(args, "endpoint_url", None),
+        "sources.interval_s": getattr(args, "poll_interval", None),
+        "ui.refresh_s": getattr(args, "interval", None),
+        "ui.theme": getattr(args, "theme", None),
+    }
+    try:
+        config = load_config(getattr(args, "config", None), cli_overrides=overrides)
+    except ConfigError as err:
+        raise SessionError(str(err)) from None
+    for warning in config.warnings:
+        print(f"bedrock-top: warning: {warning}", file=sys.stderr)
+    return config
+
+
+@dataclass
+class Session:
+    """Everything a view needs, built from the arguments and the configuration."""
+
+    config: Config
+    feed: LocalFeed
+    price_book: PriceBook
+    since: float
+    demo: DemoWriter | None = None
+    clock: Callable[[], float] = time.time
+    # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
+    cloudwatch_store: CloudWatchStore | None = None
+    _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.feed.store
+
+    def local_costs(self) -> dict[str, float | None]:
+        """USD per model over the report window; None where unpriced."""
+        store = self.feed.store
+        return {
+            model_id: self.price_book.cost_usd(model_id, store.since_tally(model_id))
+            for model_id in store.model_ids()
+        }
+
+    def budget_period_starts(self, now: float) -> dict[str, float]:
+        """The start of each budget period in use, in the configured timezone."""
+        return {
+            spec.period: period_bounds(spec.period, now, self.config.timezone)[0]
+            for spec in self.config.budgets
+        }
+
+    def budget_statuses(self, now: float) -> list[BudgetStatus]:
+        store = self.feed.store
+        cloud = self.cloudwatch_store
+        return evaluate_all(
+            self.config.budgets,
+            now,
+            self.price_book,
+            tz=self.config.timezone,
+            local_models=[*store.model_ids(), *self.config.models],
+            local_usage=store.tally_between,
+            cloudwatch_models=cloud.model_ids() if cloud is not None else (),
+            cloudwatch_usage=(
+                None
+                if cloud is None
+                else cloudwatch_usage(cloud, self.budget_period_starts(now), now)
+            ),
+        )
+
+    def report(
+        self,
+        now: float,
+        sources_extra: dict[str, dict[str, Any]] | None = None,
+        cloudwatch: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """``cloudwatch``: model id -> its account-wide object (see cloudwatch_report); shown
+        beside ``local``, never added to it."""
+        store = self.feed.store
+        summary = self.price_book.summarize(
+            (model_id, store.since_tally(model_id)) for model_id in store.model_ids()
+        )
+        report = build_report(
+            ReportInput(
+                now=now,
+                since=self.since,
+                store=store,
+                sources={"log": self.feed.tailer.snapshot(), **(sources_extra or {})},
+                local_cost=self.local_costs(),
+                budgets=budget_report(self.budget_statuses(now)),
+                cloudwatch=cloudwatch or {},
+                cloudwatch_totals=combine_report_objects(cloudwatch.values())
+                if cloudwatch
+                else None,
+            )
+        )
+        report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
+        report["totals"]["local"]["unpriced_models"] = list(summary.unpriced_models)
+        return report
+
+    def cloudwatch_once(
+        self, args: argparse.Namespace, now: float
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """CloudWatch over ``--since`` for the report: per model objects and the source state.
+        Budgets that read CloudWatch also get its period-to-date totals and recent minutes."""
+        from monitor.sources.cloudwatch import cloudwatch_report
+
+        enabled, reason = cloudwatch_wanted(args, self.config)
+        sources = self.config.sources
+        wants_budgets = enabled and any(s.source != "local" for s in self.config.budgets)
+        if wants_budgets:
+            self.cloudwatch_store = CloudWatchStore()
+        return cloudwatch_report(
+            sources.region,
+            sources.profile,
+            sources.endpoint_url,
+            self.since,
+            now,
+            enabled=enabled,
+            disabled_message=reason,
+            models_from_config=self.config.models,
+            store=self.cloudwatch_store,
+            period_starts=self.budget_period_starts if wants_budgets else None,
+        )
+
+    def close(self) -> None:
+        if self.demo is not None:
+            self.demo.stop()
+        self.feed.stop()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+
+def cloudwatch_usage(
+    store: CloudWatchStore, period_starts: Mapping[str, float], now: float
+) -> Callable[[str, float, float], Tally]:
+    """Budget usage from CloudWatch: a period's coarse period-to-date total when the window
+    starts at a budget period's start, else the per-minute sums (burn-rate windows)."""
+    starts = {start: period for period, start in period_starts.items()}
+
+    def usage(model_id: str, start: float, end: float) -> Tally:
+        period = starts.get(start)
+
+        def total(metric: str) -> int:
+            if period is not None:
+                value = store.period_to_date(model_id, metric, period, now)
+                if value is not None:
+                    return int(value)
+            return int(store.sum(model_id, metric, start, end))
+
+        return Tally(
+            requests=total(INVOCATIONS),
+            input_tokens=total(INPUT_TOKENS),
+            output_tokens=total(OUTPUT_TOKENS),
+            cache_read_input_tokens=total(CACHE_READ),
+            cache_write_input_tokens=total(CACHE_WRITE),
+        )
+
+    return usage
+
+
+def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
+    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), and off
+    with --demo unless a profile, region or endpoint is given (the demo needs no account).
+    Returns (on, why not)."""
+    asked = bool(
+        getattr(args, "profile", None)
+        or getattr(args, "region", None)
+        or getattr(args, "endpoint_url", None)
+    )
+    if not config.sources.cloudwatch:
+        return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
+    if args.demo and not asked:
+        return False, "off with --demo (pass --profile, --region or --endpoint-url to use it)"
+    return True, ""
+
+
+def earliest_needed(config: Config, since: float, now: float) -> float:
+    """The oldest moment any view needs: the report window, the 24-hour charts, and the start of
+    every budget period."""
+    start = min(since, now - DAY_S)
+    for spec in config.budgets:
+        start = min(start, period_bounds(spec.period, now, config.timezone)[0])
+    return start
+
+
+def open_session(
+    args: argparse.Namespace, *, now: float | None = None, live: bool = False
+) -> Session:
+    """Build the session. With ``--demo`` a seeded workload writes 15 minutes of history to a
+    temporary log first (and, when ``live``, keeps writing)."""
+    config = load_effective_config(args)
+    clock_now = time.time() if now is None else now
+    scratch = None
+    demo = None
+    patterns = list(config.sources.logs)
+    if args.demo:
+        scratch = tempfile.TemporaryDirectory(prefix="bedrock-top-demo-")
+        log = Path(scratch.name) / "usage.jsonl"
+        workload = DemoWorkload(
+            models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
+        )
+        demo = DemoWriter(log, workload)
+        demo.write_history(clock_now)
+        # The demo's log comes first; logs named with --log are followed too.
+        patterns = [str(log), *(args.log or [])]
+    feed = LocalFeed(
+        patterns,
+        since=args.since_epoch,
+        start_epoch=earliest_needed(config, args.since_epoch, clock_now),
+        clock=(lambda: clock_now) if not live else time.time,
+    )
+    session = Session(
+        config=config,
+        feed=feed,
+        price_book=PriceBook(config.pricing, config.profile_multipliers),
+        since=args.since_epoch,
+        demo=demo,
+        _scratch=scratch,
+    )
+    if live and demo is not None:
+        demo.start()
+    return session

@@ -1,0 +1,1 @@
+"""Start-up hook directory for ``bedrock-top run`` (only ``sitecustomize`` matters here)."""

@@ -1,0 +1,141 @@
+"""Token counts as Bedrock reports them: response headers, body ``usage`` fields, stream events.
+
+Pure functions over already-decoded values; each returns ``None`` when its source has no count
+rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+HEADER_INPUT = "x-amzn-bedrock-input-token-count"
+HEADER_OUTPUT = "x-amzn-bedrock-output-token-count"
+HEADER_CACHE_READ = "x-amzn-bedrock-cache-read-input-token-count"
+HEADER_CACHE_WRITE = "x-amzn-bedrock-cache-write-input-token-count"
+HEADER_REQUEST_ID = "x-amzn-requestid"
+
+METRICS_KEY = "amazon-bedrock-invocationMetrics"
+
+THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "throttlingException", "TooManyRequestsException"}
+)
+
+
+@dataclass(slots=True)
+class Counts:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+
+
+def _int(value: Any) -> int:
+    """A count from JSON or a header; anything else (bool, float, negative) is not a count."""
+    if isinstance(value, bool):
+        raise ValueError("boolean is not a token count")
+    number = int(value)
+    if number < 0 or (isinstance(value, float) and number != value):
+        raise ValueError(f"not a token count: {value!r}")
+    return number
+
+
+def _opt(mapping: Mapping[str, Any], *keys: str) -> int:
+    for key in keys:
+        value = mapping.get(key)
+        if value is not None:
+            return _int(value)
+    return 0
+
+
+def counts_from_headers(headers: Mapping[str, str]) -> Counts | None:
+    """InvokeModel's ``x-amzn-bedrock-*`` headers (``headers`` is case-insensitive)."""
+    input_tokens = headers.get(HEADER_INPUT)
+    output_tokens = headers.get(HEADER_OUTPUT)
+    if input_tokens is None and output_tokens is None:
+        return None
+    return Counts(
+        input_tokens=_int(input_tokens or 0),
+        output_tokens=_int(output_tokens or 0),
+        cache_read_input_tokens=_int(headers.get(HEADER_CACHE_READ) or 0),
+        cache_write_input_tokens=_int(headers.get(HEADER_CACHE_WRITE) or 0),
+    )
+
+
+def counts_from_converse_usage(usage: Any) -> Counts | None:
+    """Converse ``usage`` and ConverseStream ``metadata.usage`` (inputTokens excludes cache)."""
+    if not isinstance(usage, Mapping) or (
+        "inputTokens" not in usage and "outputTokens" not in usage
+    ):
+        return None
+    return Counts(
+        input_tokens=_opt(usage, "inputTokens"),
+        output_tokens=_opt(usage, "outputTokens"),
+        cache_read_input_tokens=_opt(usage, "cacheReadInputTokens", "cacheReadInputTokenCount"),
+        cache_write_input_tokens=_opt(usage, "cacheWriteInputTokens", "cacheWriteInputTokenCount"),
+    )
+
+
+def counts_from_invocation_metrics(metrics: Any) -> Counts | None:
+    """The ``amazon-bedrock-invocationMetrics`` object of a stream's last chunk."""
+    if not isinstance(metrics, Mapping):
+        return None
+    if "inputTokenCount" not in metrics and "outputTokenCount" not in metrics:
+        return None
+    return Counts(
+        input_tokens=_opt(metrics, "inputTokenCount"),
+        output_tokens=_opt(metrics, "outputTokenCount"),
+        cache_read_input_tokens=_opt(metrics, "cacheReadInputTokenCount"),
+        cache_write_input_tokens=_opt(metrics, "cacheWriteInputTokenCount"),
+    )
+
+
+def counts_from_body(doc: Any) -> Counts | None:
+    """An InvokeModel response body's own usage fields, for the providers that have them."""
+    if not isinstance(doc, Mapping):
+        return None
+    usage = doc.get("usage")
+    if isinstance(usage, Mapping):
+        if "input_tokens" in usage or "output_tokens" in usage:  # Anthropic Messages
+            return Counts(
+                input_tokens=_opt(usage, "input_tokens"),
+                output_tokens=_opt(usage, "output_tokens"),
+                cache_read_input_tokens=_opt(usage, "cache_read_input_tokens"),
+                cache_write_input_tokens=_opt(usage, "cache_creation_input_tokens"),
+            )
+        if "inputTokens" in usage or "outputTokens" in usage:  # Amazon Nova
+            return counts_from_converse_usage(usage)
+        if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI-style, AI21
+            return Counts(
+                input_tokens=_opt(usage, "prompt_tokens"),
+                output_tokens=_opt(usage, "completion_tokens"),
+            )
+    if "prompt_token_count" in doc or "generation_token_count" in doc:  # Meta Llama
+        return Counts(
+            input_tokens=_opt(doc, "prompt_token_count"),
+            output_tokens=_opt(doc, "generation_token_count"),
+        )
+    if "inputTextTokenCount" in doc:  # Amazon Titan text and embeddings
+        results = doc.get("results")
+        output = 0
+        if isinstance(results, list):
+            output = sum(_opt(r, "tokenCount") for r in results if isinstance(r, Mapping))
+        return Counts(input_tokens=_opt(doc, "inputTextTokenCount"), output_tokens=output)
+    meta = doc.get("meta")
+    if isinstance(meta, Mapping) and isinstance(meta.get("billed_units"), Mapping):  # Cohere
+        billed = meta["billed_units"]
+        return Counts(
+            input_tokens=_opt(billed, "input_tokens"),
+            output_tokens=_opt(billed, "output_tokens"),
+        )
+    return None
+
+
+def status_for_error(http_status: int, error_code: str | None) -> str:
+    """The record status of a failed call."""
+    if error_code in THROTTLE_CODES or http_status == 429:
+        return "throttled"
+    if 400 <= http_status < 500:
+        return "client_error"
+    return "server_error"

@@ -1,0 +1,790 @@
+"""Instrumenting a bedrock-runtime client through botocore's event hooks.
+
+Per call: ``provide-client-params`` starts a :class:`CallMeter` (the clock starts here, at the
+request, never at client creation) and keeps it in the request context; ``after-call`` reads the
+headers and parsed response; ``after-call-error`` sees calls that got no response at all.
+Bodies and event streams are read later by the caller, so the objects the caller receives are
+given a metered subclass of their own class (same object, same attributes, same methods) that
+watches the bytes and events go by. Every path out of a meter writes exactly one record.
+
+Nothing in this module may change what the caller sees or raise into the caller: every hook and
+every metering step catches its own failures and counts the record as dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import sys
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from monitor.paths import default_log_path
+from monitor.records import MAX_TOKENS, Operation, record_line
+from monitor.wrapper import estimate as estimating
+from monitor.wrapper.extract import (
+    HEADER_REQUEST_ID,
+    METRICS_KEY,
+    Counts,
+    counts_from_body,
+    counts_from_converse_usage,
+    counts_from_headers,
+    counts_from_invocation_metrics,
+    status_for_error,
+)
+from monitor.wrapper.writer import (
+    ROTATE_ENV,
+    UsageLogWriter,
+    parse_max_bytes,
+    record_dropped,
+    writer_for,
+)
+
+logger = logging.getLogger("monitor.wrapper")
+
+APP_ENV: Final = "BEDROCK_TOP_APP"
+TAGS_ENV: Final = "BEDROCK_TOP_TAGS"
+SERVICE: Final = "bedrock-runtime"
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    "InvokeModel",
+    "InvokeModelWithResponseStream",
+    "Converse",
+    "ConverseStream",
+)
+
+_CLIENT_ATTR: Final = "_bedrock_top_instrumentation"
+_METER_ATTR: Final = "_bedrock_top_meter"
+_CONTEXT_KEY: Final = "bedrock_top_meter"
+
+# A non-streaming body larger than this is not kept for reading its usage (image payloads):
+# the record then falls back to an estimate.
+MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+
+# Anthropic and Amazon Nova stream chunks that carry bookkeeping, not generated content.
+_NON_CONTENT_TYPES: Final = frozenset({"message_start", "message_delta", "message_stop", "ping"})
+_NON_CONTENT_KEYS: Final = frozenset(
+    {"messageStart", "messageStop", "metadata", "contentBlockStop", METRICS_KEY}
+)
+
+_json_decode = msgspec.json.decode
+
+# A chunk without any of these carries no count: once the first content has been seen, such
+# chunks are kept undecoded (for an estimate, should no count ever arrive) instead of parsed.
+_COUNT_MARKERS: Final = (b"usage", b"invocationMetrics", b"metadata", b"token_count", b"TokenCount")
+
+
+class CallMeter:
+    """What is known about one call, until its record is written."""
+
+    __slots__ = (
+        "__weakref__",
+        "body_parts",
+        "body_size",
+        "content_length",
+        "counts",
+        "done",
+        "final",
+        "finalizer",
+        "instrumentation",
+        "latency_ms",
+        "model_id",
+        "operation",
+        "output_text",
+        "params",
+        "pending_chunks",
+        "pending_size",
+        "region",
+        "request_id",
+        "start",
+        "start_epoch",
+        "text_budget",
+        "token_source",
+        "ttft_ms",
+    )
+
+    def __init__(
+        self,
+        instrumentation: Instrumentation,
+        operation: Operation,
+        model_id: str,
+        region: str,
+        params: Mapping[str, Any] | None,
+    ) -> None:
+        self.start_epoch = time.time()
+        self.start = time.perf_counter()
+        self.instrumentation = instrumentation
+        self.operation = operation
+        self.model_id = model_id
+        self.region = region
+        # Kept only for an estimate, and dropped as soon as the record is written.
+        self.params = params
+        self.output_text: list[str] | None = [] if params is not None else None
+        self.text_budget = estimating.MAX_TEXT_CHARS
+        self.request_id = ""
+        self.counts: Counts | None = None
+        self.token_source = "none"
+        self.final = False
+        self.latency_ms: float | None = None
+        self.ttft_ms: float | None = None
+        self.pending_chunks: list[bytes] = []
+        self.pending_size = 0
+        self.body_parts: list[bytes] | None = None
+        self.body_size = 0
+        self.content_length: int | None = None
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+        self.done = False
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0
+
+    # -- the response ------------------------------------------------------------------------
+
+    def on_response(self, status_code: int, headers: Mapping[str, str], parsed: Any) -> None:
+        metadata = parsed.get("ResponseMetadata") or {}
+        self.request_id = headers.get(HEADER_REQUEST_ID) or metadata.get("RequestId") or ""
+        if status_code >= 300:
+            self.latency_ms = self.elapsed_ms()
+            code = (parsed.get("Error") or {}).get("Code") or None
+            self.finish(status_for_error(status_code, code), code or f"HTTP{status_code}")
+            return
+        operation = self.operation
+        if operation == "InvokeModel":
+            self.latency_ms = self.elapsed_ms()
+            counts = counts_from_headers(headers)
+            if counts is not None:
+                self.set_counts(counts, "header")
+                self.finish("ok")
+                return
+            body = parsed.get("body")
+            if body is None or not hasattr(body, "read"):
+                self.finish("ok")
+                return
+            length = headers.get("content-length")
+            self.content_length = int(length) if length and length.isdigit() else None
+            self.body_parts = []
+            _attach(body, self, _MeteredBody, _MeteredAsyncBody, is_async=_is_async_body(body))
+        elif operation == "Converse":
+            self.latency_ms = self.elapsed_ms()
+            counts = counts_from_converse_usage(parsed.get("usage"))
+            if counts is not None:
+                self.set_counts(counts, "body")
+            elif self.output_text is not None:
+                self.collect_output(parsed.get("output"))
+            self.finish("ok")
+        else:
+            key = "stream" if operation == "ConverseStream" else "body"
+            stream = parsed.get(key)
+            if stream is None:
+                self.finish("ok")
+                return
+            _attach(
+                stream,
+                self,
+                _MeteredEventStream,
+                _MeteredAsyncEventStream,
+                is_async=hasattr(type(stream), "__aiter__"),
+            )
+
+    def on_exception(self, exception: BaseException) -> None:
+        """No response at all (connection refused, timeout): Bedrock's side of the call failed
+        as far as the caller can tell."""
+        self.latency_ms = self.elapsed_ms()
+        self.finish("server_error", type(exception).__name__)
+
+    def set_counts(self, counts: Counts, source: str, final: bool = True) -> None:
+        self.counts = counts
+        self.token_source = source
+        self.final = final
+
+    # -- InvokeModel body ----------------------------------------------------------------------
+
+    def on_body_data(self, data: bytes, at_end: bool) -> None:
+        if self.done:
+            return
+        self.body_size += len(data)
+        parts = self.body_parts
+        if parts is not None:
+            if self.body_size <= MAX_BODY_BYTES:
+                parts.append(bytes(data))
+            else:
+                self.body_parts = None
+        if at_end or (self.content_length is not None and self.body_size >= self.content_length):
+            self.on_body_end()
+
+    def on_body_end(self) -> None:
+        if self.done:
+            return
+        parts, self.body_parts = self.body_parts, None
+        if parts:
+            try:
+                doc = _json_decode(b"".join(parts))
+            except msgspec.DecodeError:
+                doc = None
+            counts = counts_from_body(doc)
+            if counts is not None:
+                self.set_counts(counts, "body")
+            elif self.output_text is not None:
+                self.collect_output(doc)
+        self.finish("ok")
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        if self.operation == "ConverseStream":
+            self._on_converse_event(event)
+        else:
+            self._on_chunk(event)
+
+    def _on_converse_event(self, event: Mapping[str, Any]) -> None:
+        delta = event.get("contentBlockDelta")
+        if delta is not None:
+            if self.ttft_ms is None:
+                self.ttft_ms = self.elapsed_ms()
+            if self.output_text is not None:
+                self.collect_output(delta.get("delta"))
+        elif "contentBlockStart" in event:
+            if self.ttft_ms is None:
+                self.ttft_ms = self.elapsed_ms()
+        elif "metadata" in event:
+            counts = counts_from_converse_usage((event["metadata"] or {}).get("usage"))
+            if counts is not None:
+                self.set_counts(counts, "stream")
+                self.latency_ms = self.elapsed_ms()
+
+    def _on_chunk(self, event: Mapping[str, Any]) -> None:
+        chunk = event.get("chunk")
+        data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+        if not data:
+            return
+        if self.ttft_ms is not None and not any(marker in data for marker in _COUNT_MARKERS):
+            if self.output_text is not None and self.pending_size < MAX_BODY_BYTES:
+                self.pending_chunks.append(data)
+                self.pending_size += len(data)
+            return
+        try:
+            doc = _json_decode(data)
+        except msgspec.DecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            if self.ttft_ms is None:
+                self.ttft_ms = self.elapsed_ms()
+            return
+        kind = doc.get("type")
+        metrics = counts_from_invocation_metrics(doc.get(METRICS_KEY))
+        if metrics is not None:
+            self.set_counts(metrics, "stream")
+            self.latency_ms = self.elapsed_ms()
+        elif kind == "message_start":  # Anthropic: input and cache counts up front
+            usage = (doc.get("message") or {}).get("usage")
+            counts = counts_from_body({"usage": usage}) if isinstance(usage, dict) else None
+            if counts is not None and not self.final:
+                self.set_counts(counts, "stream", final=False)
+        elif kind == "message_delta":  # Anthropic: output_tokens so far, cumulative: keep the last
+            usage = doc.get("usage")
+            if isinstance(usage, dict) and usage.get("output_tokens") is not None:
+                output_tokens = int(usage["output_tokens"])
+                if self.counts is not None:
+                    self.counts.output_tokens = output_tokens
+                    self.final = True
+                else:
+                    self.set_counts(Counts(output_tokens=output_tokens), "stream", final=False)
+        elif isinstance(doc.get("metadata"), dict):  # Amazon Nova through InvokeModel
+            counts = counts_from_converse_usage(doc["metadata"].get("usage"))
+            if counts is not None and not self.final:
+                self.set_counts(counts, "stream")
+                self.latency_ms = self.elapsed_ms()
+        if (
+            self.ttft_ms is None
+            and kind not in _NON_CONTENT_TYPES
+            and not _NON_CONTENT_KEYS.issuperset(doc)
+        ):
+            self.ttft_ms = self.elapsed_ms()
+        if self.output_text is not None and not self.final:
+            self.collect_output(doc)
+
+    def on_stream_end(self) -> None:
+        if self.latency_ms is None:
+            self.latency_ms = self.elapsed_ms()
+        self.finish("ok")
+
+    def on_stream_error(self, error: BaseException) -> None:
+        response = getattr(error, "response", None)
+        code = None
+        if isinstance(response, Mapping):
+            code = (response.get("Error") or {}).get("Code")
+        self.finish("aborted", code or type(error).__name__)
+
+    def abandon(self) -> None:
+        """The caller closed, stopped reading, or dropped the body or stream."""
+        if self.done:
+            return
+        if self.operation == "InvokeModel":
+            self.on_body_end()
+        else:
+            self.finish("ok" if self.final else "aborted")
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def collect_output(self, value: Any) -> None:
+        if self.output_text is not None and self.text_budget > 0:
+            self.text_budget = estimating.collect_text(
+                value, estimating.RESPONSE_TEXT_KEYS, self.output_text, self.text_budget
+            )
+
+    def finish(self, status: str, error_code: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        finalizer, self.finalizer = self.finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
+        try:
+            counts, source = self._resolved_counts(status)
+            latency = self.latency_ms if self.latency_ms is not None else self.elapsed_ms()
+            instrumentation = self.instrumentation
+            line = record_line(
+                epoch=self.start_epoch + latency / 1000.0,
+                request_id=self.request_id[:256],
+                model_id=self.model_id,
+                operation=self.operation,
+                region=self.region,
+                input_tokens=min(counts.input_tokens, MAX_TOKENS),
+                output_tokens=min(counts.output_tokens, MAX_TOKENS),
+                cache_read_input_tokens=min(counts.cache_read_input_tokens, MAX_TOKENS),
+                cache_write_input_tokens=min(counts.cache_write_input_tokens, MAX_TOKENS),
+                latency_ms=latency,
+                ttft_ms=self.ttft_ms,
+                status=status,  # type: ignore[arg-type]
+                error_code=error_code[:256] if error_code else None,
+                token_source=source,  # type: ignore[arg-type]
+                app=instrumentation.app,
+                tags=instrumentation.tags,
+            )
+        except Exception as err:
+            record_dropped(f"cannot build the record of a {self.operation} call: {err!r}")
+            return
+        finally:
+            self.params = None
+            self.output_text = None
+            self.body_parts = None
+            self.pending_chunks = []
+        instrumentation.writer.write(line)
+
+    def _resolved_counts(self, status: str) -> tuple[Counts, str]:
+        if status not in ("ok", "aborted"):
+            return Counts(), "none"  # a refused call is not billed
+        counts = self.counts
+        if counts is not None and self.final:
+            return counts, self.token_source
+        if self.params is None:  # estimates off
+            return (counts, self.token_source) if counts is not None else (Counts(), "none")
+        for data in self.pending_chunks:
+            with contextlib.suppress(msgspec.DecodeError):
+                self.collect_output(_json_decode(data))
+        known = counts or Counts()
+        input_tokens = known.input_tokens
+        if counts is None:
+            input_tokens = estimating.count_tokens(_request_text(self.operation, self.params))
+        output_tokens = max(known.output_tokens, estimating.count_tokens(self.output_text or ()))
+        return (
+            Counts(
+                input_tokens,
+                output_tokens,
+                known.cache_read_input_tokens,
+                known.cache_write_input_tokens,
+            ),
+            "estimate",
+        )
+
+
+def _request_text(operation: str, params: Mapping[str, Any]) -> list[str]:
+    texts: list[str] = []
+    keys = estimating.REQUEST_TEXT_KEYS
+    budget = estimating.MAX_TEXT_CHARS
+    if operation.startswith("Converse"):
+        budget = estimating.collect_text(params.get("system"), keys | {"system"}, texts, budget)
+        estimating.collect_text(params.get("messages"), keys, texts, budget)
+        return texts
+    body = params.get("body")
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            doc = _json_decode(body)
+        except msgspec.DecodeError:
+            doc = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+            return [doc[:budget]]
+        estimating.collect_text(doc, keys, texts, budget)
+    return texts
+
+
+# -- metered bodies and streams ----------------------------------------------------------------
+
+
+def _meter_of(obj: Any) -> CallMeter | None:
+    meter = obj.__dict__.get(_METER_ATTR)
+    return meter if meter is not None and not meter.done else None
+
+
+def _guarded(meter: CallMeter, step: Any, *args: Any) -> None:
+    """Run one metering step; a failure loses this record, never the caller's data."""
+    try:
+        step(*args)
+    except Exception as err:
+        meter.done = True
+        if meter.finalizer is not None:
+            meter.finalizer.detach()
+        record_dropped(f"internal error metering a {meter.operation} call: {err!r}")
+
+
+class _MeteredBody:
+    """Mixed into a botocore ``StreamingBody``: its read paths all end in ``read``/``readinto``."""
+
+    def read(self, amt: int | None = None) -> bytes:
+        meter = _meter_of(self)
+        try:
+            data: bytes = super().read(amt)  # type: ignore[misc]
+        except BaseException:
+            if meter is not None:
+                _guarded(meter, meter.on_body_end)
+            raise
+        if meter is not None:
+            _guarded(meter, meter.on_body_data, data, amt is None or not data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        meter = _meter_of(self)
+        count: int = super().readinto(b)  # type: ignore[misc]
+        if meter is not None:
+            _guarded(meter, meter.on_body_data, bytes(memoryview(b)[:count]), count == 0)
+        return count
+
+    def close(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+        super().close()  # type: ignore[misc]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # ``with body as raw`` hands the caller urllib3's stream itself, bypassing ``read``: the
+        # bytes are not seen, so the record is finished (with an estimate) when the block ends.
+        super().__exit__(*exc_info)  # type: ignore[misc]
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+
+
+class _MeteredAsyncBody:
+    """Mixed into an aiobotocore streaming body (aiohttp or httpx)."""
+
+    async def read(self, amt: int | None = None) -> bytes:
+        meter = _meter_of(self)
+        try:
+            data: bytes = await super().read(amt)  # type: ignore[misc]
+        except BaseException:
+            if meter is not None:
+                _guarded(meter, meter.on_body_end)
+            raise
+        if meter is not None:
+            _guarded(meter, meter.on_body_data, data, amt is None or not data)
+        return data
+
+    async def readinto(self, b: Any) -> int:
+        meter = _meter_of(self)
+        count: int = await super().readinto(b)  # type: ignore[misc]
+        if meter is not None:
+            _guarded(meter, meter.on_body_data, bytes(memoryview(b)[:count]), count == 0)
+        return count
+
+    def close(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+        super().close()  # type: ignore[misc]
+
+
+class _MeteredEventStream:
+    """Mixed into a botocore ``EventStream``."""
+
+    def __iter__(self) -> Any:
+        meter = _meter_of(self)
+        events = super().__iter__()  # type: ignore[misc]
+        if meter is None:
+            yield from events
+            return
+        try:
+            for event in events:
+                if not meter.done:
+                    _guarded(meter, meter.on_event, event)
+                yield event
+        except GeneratorExit:
+            # The caller left the loop: this iterator is gone, so is the rest of the stream.
+            _guarded(meter, meter.abandon)
+            events.close()
+            raise
+        except BaseException as err:
+            _guarded(meter, meter.on_stream_error, err)
+            raise
+        _guarded(meter, meter.on_stream_end)
+
+    def close(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+        super().close()  # type: ignore[misc]
+
+
+class _MeteredAsyncEventStream:
+    """Mixed into an aiobotocore ``AioEventStream`` (``async for`` only)."""
+
+    def __aiter__(self) -> Any:
+        return self._bedrock_top_events(super().__aiter__())  # type: ignore[misc]
+
+    async def _bedrock_top_events(self, events: Any) -> Any:
+        meter = _meter_of(self)
+        if meter is None:
+            async for event in events:
+                yield event
+            return
+        try:
+            async for event in events:
+                if not meter.done:
+                    _guarded(meter, meter.on_event, event)
+                yield event
+        except GeneratorExit:
+            _guarded(meter, meter.abandon)
+            raise
+        except BaseException as err:
+            _guarded(meter, meter.on_stream_error, err)
+            raise
+        _guarded(meter, meter.on_stream_end)
+
+    def close(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+        super().close()  # type: ignore[misc]
+
+
+_metered_classes: dict[tuple[type, type], type] = {}
+
+
+def _metered_class(base: type, mixin: type) -> type:
+    cls = _metered_classes.get((base, mixin))
+    if cls is None:
+        # Same name, module and qualified name as the original, so reprs and error messages
+        # the caller sees do not change.
+        cls = type(
+            base.__name__,
+            (mixin, base),
+            {"__module__": base.__module__, "__qualname__": base.__qualname__},
+        )
+        _metered_classes[(base, mixin)] = cls
+    return cls
+
+
+def _is_async_body(body: Any) -> bool:
+    return inspect.iscoroutinefunction(type(body).read)
+
+
+def _attach(
+    obj: Any, meter: CallMeter, sync_mixin: type, async_mixin: type, is_async: bool
+) -> None:
+    """Give the caller's own object a metered class; it records when finished, closed or
+    collected."""
+    base = type(obj)
+    if base in _metered_classes.values():
+        meter.finish("ok")
+        return
+    obj.__class__ = _metered_class(base, async_mixin if is_async else sync_mixin)
+    obj.__dict__[_METER_ATTR] = meter
+    meter.finalizer = weakref.finalize(obj, _abandon_collected, meter)
+
+
+def _abandon_collected(meter: CallMeter) -> None:
+    try:
+        meter.abandon()
+    except Exception as err:
+        record_dropped(f"internal error finishing an abandoned call: {err!r}")
+
+
+# -- the client's hooks ------------------------------------------------------------------------
+
+
+class Instrumentation:
+    """The settings and event handlers attached to one client."""
+
+    def __init__(
+        self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
+    ) -> None:
+        self.configure(writer, app, tags, estimate)
+
+    def configure(
+        self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
+    ) -> None:
+        self.writer = writer
+        self.app = app
+        self.tags = tags
+        self.estimate = estimate
+
+    def on_params(self, params: Any, model: Any, context: Any, **_: Any) -> None:
+        try:
+            context[_CONTEXT_KEY] = CallMeter(
+                self,
+                model.name,
+                str(params.get("modelId", "")),
+                str(context.get("client_region") or ""),
+                params if self.estimate else None,
+            )
+        except Exception as err:
+            record_dropped(f"internal error starting a call: {err!r}")
+
+    def on_after_call(self, http_response: Any, parsed: Any, context: Any, **_: Any) -> None:
+        meter = context.pop(_CONTEXT_KEY, None)
+        if meter is None:
+            return
+        _guarded(
+            meter,
+            meter.on_response,
+            int(getattr(http_response, "status_code", 0) or 0),
+            getattr(http_response, "headers", None) or {},
+            parsed if isinstance(parsed, Mapping) else {},
+        )
+
+    def on_after_call_error(self, exception: BaseException, context: Any, **_: Any) -> None:
+        meter = context.pop(_CONTEXT_KEY, None)
+        if meter is not None:
+            _guarded(meter, meter.on_exception, exception)
+
+
+def default_app() -> str:
+    """``$BEDROCK_TOP_APP``, else the running program's name (``app.py`` -> ``app``)."""
+    name = os.environ.get(APP_ENV, "").strip()
+    if name:
+        return name[:256]
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 in ("", "-c", "-m", "-"):
+        return "python"
+    path = Path(argv0)
+    name = path.stem if path.suffix == ".py" else path.name
+    if name == "__main__":
+        name = path.parent.name
+    return (name or "python")[:256]
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """``team=search,env=prod`` -> ``{"team": "search", "env": "prod"}``."""
+    tags: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"tag {item.strip()!r} is not KEY=VALUE")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _checked_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    if len(tags) > 32:
+        raise ValueError(f"at most 32 tags are recorded, got {len(tags)}")
+    checked: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"tag {key!r}: keys and values must be strings")
+        if len(key) > 64 or len(value) > 256:
+            raise ValueError(f"tag {key[:64]!r}: key at most 64, value at most 256 characters")
+        checked[key] = value
+    return checked
+
+
+def _env_tags() -> dict[str, str] | None:
+    text = os.environ.get(TAGS_ENV, "")
+    if not text.strip():
+        return None
+    try:
+        return _checked_tags(parse_tags(text))
+    except ValueError as err:
+        logger.warning("bedrock-top: ignoring %s: %s", TAGS_ENV, err)
+        return None
+
+
+def _env_max_bytes() -> int | None:
+    try:
+        return parse_max_bytes(os.environ.get(ROTATE_ENV))
+    except ValueError as err:
+        logger.warning("bedrock-top: ignoring %s: %s", ROTATE_ENV, err)
+        return None
+
+
+def instrument(
+    client: Any,
+    *,
+    log_path: str | os.PathLike[str] | None = None,
+    app: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    estimate: bool = True,
+    max_log_bytes: int | None = None,
+) -> Any:
+    """Record every InvokeModel, InvokeModelWithResponseStream, Converse and ConverseStream call
+    of a boto3 or aiobotocore ``bedrock-runtime`` client in the usage log; returns the client.
+
+    ``log_path`` defaults to ``$BEDROCK_TOP_LOG`` or the platform data directory (the file the
+    monitor tails); ``app`` to ``$BEDROCK_TOP_APP`` or the program's name; ``tags`` to
+    ``$BEDROCK_TOP_TAGS`` (``k=v,k=v``). ``estimate`` counts tokens locally when a response has
+    no count (such records say ``token_source: "estimate"``). ``max_log_bytes`` (or
+    ``$BEDROCK_TOP_LOG_MAX_BYTES``) rotates the log to ``<log>.1`` when it grows past that size.
+
+    Instrumenting a client again only updates these settings.
+    """
+    meta = getattr(client, "meta", None)
+    service_model = getattr(meta, "service_model", None)
+    service = getattr(service_model, "service_name", None)
+    if service != SERVICE:
+        raise ValueError(
+            f"instrument() needs a {SERVICE!r} client, got {service or type(client).__name__!r}"
+        )
+    if app is not None and (not isinstance(app, str) or len(app) > 256):
+        raise ValueError("app must be a string of at most 256 characters")
+    path = Path(log_path) if log_path is not None else default_log_path()
+    if max_log_bytes is not None and max_log_bytes <= 0:
+        raise ValueError("max_log_bytes must be positive")
+    writer = writer_for(path.expanduser(), max_log_bytes or _env_max_bytes())
+    checked_tags = _checked_tags(tags) if tags is not None else _env_tags()
+    app_name = app if app is not None else default_app()
+
+    existing = client.__dict__.get(_CLIENT_ATTR)
+    if existing is not None:
+        # Possibly from another copy of this module (zero-code mode loads its own): same shape.
+        existing.configure(writer, app_name, checked_tags, estimate)
+        return client
+    instrumentation = Instrumentation(writer, app_name, checked_tags, estimate)
+    client.__dict__[_CLIENT_ATTR] = instrumentation
+    events = client.meta.events
+    for operation in OPERATIONS:
+        events.register(
+            f"provide-client-params.{SERVICE}.{operation}",
+            instrumentation.on_params,
+            unique_id=f"bedrock-top-params-{operation}",
+        )
+        events.register(
+            f"after-call.{SERVICE}.{operation}",
+            instrumentation.on_after_call,
+            unique_id=f"bedrock-top-after-{operation}",
+        )
+        events.register(
+            f"after-call-error.{SERVICE}.{operation}",
+            instrumentation.on_after_call_error,
+            unique_id=f"bedrock-top-error-{operation}",
+        )
+    return client
+
+
+def is_instrumented(client: Any) -> bool:
+    """Whether :func:`instrument` has been applied to this client."""
+    return getattr(client, "__dict__", {}).get(_CLIENT_ATTR) is not None

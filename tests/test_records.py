@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.records import (
+    MAX_LINE_BYTES,
+    RecordError,
+    parse_chunk,
+    parse_line,
+    to_json_line,
+)
+from tests.conftest import record
+
+GOOD = json.loads(to_json_line(record(epoch=1_764_000_000.123)))
+
+
+def line(**changes: object) -> bytes:
+    fields = dict(GOOD)
+    for key, value in changes.items():
+        if value is _DROP:
+            fields.pop(key)
+        else:
+            fields[key] = value
+    return json.dumps(fields).encode()
+
+
+_DROP = object()
+
+
+def test_round_trip_keeps_every_field() -> None:
+    original = record(
+        epoch=1_764_000_000.5,
+        model_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        cache_read_input_tokens=7,
+        cache_write_input_tokens=3,
+        ttft_ms=120.25,
+        app="billing",
+        tags={"team": "ml"},
+        operation="ConverseStream",
+        token_source="stream",
+    )
+    text = to_json_line(original)
+    assert text.endswith(b"\n") and text.count(b"\n") == 1
+    assert json.loads(text)["ts"] == "2025-11-24T16:00:00.500Z"
+    assert parse_line(text) == original
+
+
+def test_unknown_fields_are_ignored() -> None:
+    parsed = parse_line(line(future_field={"x": 1}, another=3))
+    assert parsed.model_id == GOOD["model_id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"this is not json", "malformed JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'"a string"', "not a JSON object"),
+        (line(model_id=_DROP), "missing model_id"),
+        (line(ts=_DROP), "missing ts"),
+        (line(model_id=""), "invalid model_id"),
+        (line(input_tokens=-1), "invalid input_tokens"),
+        (line(output_tokens=1.5), "invalid output_tokens"),
+        (line(output_tokens=10**12), "invalid output_tokens"),
+        (line(input_tokens="12"), "invalid input_tokens"),
+        (line(latency_ms=-3), "invalid latency_ms"),
+        (line(ts="2026-01-01T00:00:00"), "invalid ts"),
+        (line(ts="yesterday"), "invalid ts"),
+        (line(status="fine"), "invalid status"),
+        (line(operation="Chat"), "invalid operation"),
+        (line(v=2), "unsupported version"),
+        (line(tags={"k": "x" * 1000}), "invalid tags"),
+        (line().replace(b'"input_tokens": 100', b'"input_tokens": NaN'), "malformed JSON"),
+        (b"\x00\xff\xfe garbage \x80", "malformed JSON"),
+        (b"{" * 10, "malformed JSON"),
+    ],
+)
+def test_bad_lines_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        parse_line(raw)
+    assert caught.value.reason == reason
+
+
+def test_nan_line_really_contains_nan() -> None:
+    assert b"NaN" in line().replace(b'"input_tokens": 100', b'"input_tokens": NaN')
+
+
+def test_bom_and_crlf_are_tolerated() -> None:
+    assert parse_line(b"\xef\xbb\xbf" + line()).model_id == GOOD["model_id"]
+    assert parse_line(line() + b"\r\n").model_id == GOOD["model_id"]
+
+
+def test_overlong_line_is_rejected_without_parsing() -> None:
+    with pytest.raises(RecordError) as caught:
+        parse_line(b"x" * (MAX_LINE_BYTES + 1))
+    assert caught.value.reason == "line too long"
+
+
+def test_chunk_keeps_good_lines_and_locates_bad_ones() -> None:
+    chunk = b"\n".join([line(), b"", b"garbage", line(), b"   ", b"[]", line()]) + b"\n"
+    records, rejected = parse_chunk(chunk)
+    assert len(records) == 3
+    assert [(r.line_index, r.reason) for r in rejected] == [
+        (2, "malformed JSON"),
+        (5, "not a JSON object"),
+    ]
+
+
+def test_chunk_fast_path_matches_slow_path() -> None:
+    lines = [to_json_line(record(epoch=1_764_000_000 + i)) for i in range(50)]
+    fast, none = parse_chunk(b"".join(lines))
+    slow, _ = parse_chunk(b"".join(lines) + b"junk\n")
+    assert none == [] and fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_parser_never_raises_anything_but_record_error(raw: bytes) -> None:
+    try:
+        parsed = parse_line(raw)
+    except RecordError as err:
+        assert err.reason
+    else:
+        assert parsed.input_tokens >= 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(GOOD)), json_values, max_size=6))
+def test_field_mutations_either_parse_valid_or_reject(changes: dict[str, object]) -> None:
+    raw = line(**changes)
+    try:
+        parsed = parse_line(raw)
+    except RecordError as err:
+        assert err.reason.split()[0] in {"invalid", "missing", "unsupported", "malformed", "not"}
+        return
+    assert parsed.input_tokens >= 0 and parsed.output_tokens >= 0
+    assert math.isfinite(parsed.latency_ms) and parsed.latency_ms >= 0
+    assert parsed.ts.tzinfo is not None
+    assert parse_line(to_json_line(parsed)) == parsed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=100_000_000),
+    st.integers(min_value=0, max_value=100_000_000),
+    st.floats(min_value=0, max_value=86_400_000, allow_nan=False),
+    st.floats(min_value=0, max_value=4_102_444_800),
+)
+def test_valid_records_round_trip(inp: int, out: int, latency: float, epoch: float) -> None:
+    original = record(epoch=epoch, input_tokens=inp, output_tokens=out, latency_ms=latency)
+    assert parse_line(to_json_line(original)) == original

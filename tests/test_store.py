@@ -1,0 +1,209 @@
+"""The store's rates, tallies and percentiles against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from monitor.store import (
+    DEDUP_WINDOW,
+    INPUT,
+    OUTPUT,
+    RELATIVE_ERROR,
+    REQUESTS,
+    LatencySketch,
+    Store,
+    Tally,
+)
+from tests.conftest import record
+
+NOW = 1_764_000_000.0  # a whole minute and quarter hour
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def test_rates_over_one_and_five_minutes() -> None:
+    store = Store()
+    # 30 calls in the last minute: 100 in / 20 out each; 60 more between 1 and 5 minutes ago.
+    recent = [record(epoch=NOW - 59 + i * 2, input_tokens=100, output_tokens=20) for i in range(30)]
+    older = [record(epoch=NOW - 299 + i * 4, input_tokens=50, output_tokens=10) for i in range(60)]
+    store.ingest(recent + older, NOW)
+    one = store.rates(None, NOW, 60)
+    assert one.requests_per_min == 30
+    assert one.input_tokens_per_s == pytest.approx(30 * 100 / 60)
+    assert one.output_tokens_per_s == pytest.approx(30 * 20 / 60)
+    five = store.rates(HAIKU, NOW, 300)
+    assert five.requests_per_min == pytest.approx(90 / 5)
+    assert five.input_tokens_per_s == pytest.approx((3000 + 3000) / 300)
+    assert store.rates(SONNET, NOW, 60).requests_per_min == 0
+
+
+def test_models_are_kept_apart_and_total_is_their_sum() -> None:
+    store = Store(since=NOW - 3600)
+    store.ingest(
+        [
+            record(epoch=NOW - 10, model_id=HAIKU, input_tokens=10, output_tokens=1),
+            record(
+                epoch=NOW - 20,
+                model_id=SONNET,
+                input_tokens=1000,
+                output_tokens=200,
+                cache_read_input_tokens=5000,
+                cache_write_input_tokens=300,
+            ),
+            record(
+                epoch=NOW - 30, model_id=SONNET, status="throttled", input_tokens=0, output_tokens=0
+            ),
+            record(epoch=NOW - 40, model_id=SONNET, status="server_error"),
+            record(epoch=NOW - 50, model_id=HAIKU, status="client_error"),
+            record(epoch=NOW - 60, model_id=HAIKU, token_source="estimate", input_tokens=7),
+        ],
+        NOW,
+    )
+    haiku = store.since_tally(HAIKU)
+    sonnet = store.since_tally(SONNET)
+    assert haiku == Tally(
+        requests=3, input_tokens=117, output_tokens=41, client_errors=1, estimated=1
+    )
+    assert sonnet.requests == 3 and sonnet.throttles == 1 and sonnet.server_errors == 1
+    assert sonnet.cache_read_input_tokens == 5000 and sonnet.cache_write_input_tokens == 300
+    assert store.since_tally() == haiku + sonnet
+    assert store.model_ids() == sorted([HAIKU, SONNET])
+
+
+def test_since_window_is_exact_to_the_second() -> None:
+    since = NOW - 3600 + 7.5  # not on any bucket edge
+    store = Store(since=since)
+    store.ingest([record(epoch=since - 1), record(epoch=since + 0.5), record(epoch=NOW - 1)], NOW)
+    assert store.since_tally().requests == 2
+
+
+def test_latency_percentiles_match_hand_computed_nearest_rank() -> None:
+    store = Store(since=NOW - 3600)
+    latencies = [float(v) for v in range(1, 101)]  # 1..100 ms
+    store.ingest([record(epoch=NOW - 30, latency_ms=v) for v in latencies], NOW)
+    # Errors and throttles carry a latency too, but are not part of the call latency.
+    store.ingest([record(epoch=NOW - 30, latency_ms=99_999, status="throttled")], NOW)
+    result = store.since_latency()
+    for got, want in ((result.p50, 50), (result.p90, 90), (result.p99, 99)):
+        assert got == pytest.approx(want, rel=RELATIVE_ERROR)
+    assert result.max == 100
+    assert result.avg == pytest.approx(50.5)
+    window = store.latency(None, NOW, 300)
+    assert window.p90 == pytest.approx(90, rel=RELATIVE_ERROR)
+
+
+def test_ttft_only_counts_streams() -> None:
+    store = Store()
+    store.ingest(
+        [
+            record(epoch=NOW - 5, ttft_ms=200.0, operation="ConverseStream", token_source="stream"),
+            record(epoch=NOW - 5, ttft_ms=400.0, operation="ConverseStream", token_source="stream"),
+            record(epoch=NOW - 5),
+        ],
+        NOW,
+    )
+    ttft = store.ttft(None, NOW, 60)
+    assert ttft.count == 2 and ttft.max == 400 and ttft.avg == pytest.approx(300)
+
+
+def test_sketch_relative_error_over_a_wide_range() -> None:
+    sketch = LatencySketch()
+    values = [0.5 * 1.37**i for i in range(40)]  # 0.5 ms to ~100 s
+    for value in values:
+        sketch.add(value)
+    ordered = sorted(values)
+    for q in (0.1, 0.5, 0.9, 0.99):
+        want = ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        assert sketch.quantile(q) == pytest.approx(want, rel=RELATIVE_ERROR)
+
+
+def test_last_record_with_the_same_request_id_wins() -> None:
+    store = Store(since=NOW - 3600)
+    store.ingest(
+        [record(epoch=NOW - 100, request_id="dup", output_tokens=5, status="aborted")], NOW
+    )
+    store.ingest([record(epoch=NOW - 90, request_id="dup", output_tokens=50)], NOW)
+    tally = store.since_tally()
+    assert tally.requests == 1 and tally.output_tokens == 50 and tally.aborted == 0
+    assert store.stats.replaced == 1
+    assert store.rates(None, NOW, 300).requests_per_min == pytest.approx(1 / 5)
+    assert store.tally_between(None, NOW - 3600, NOW).requests == 1
+
+
+def test_duplicates_inside_one_batch() -> None:
+    store = Store()
+    store.ingest(
+        [
+            record(epoch=NOW - 5, request_id="x", input_tokens=1),
+            record(epoch=NOW - 4, request_id="x", input_tokens=2),
+        ],
+        NOW,
+    )
+    assert store.since_tally().input_tokens == 2
+
+
+def test_dedup_memory_is_bounded() -> None:
+    store = Store()
+    batch = [record(epoch=NOW - 1, request_id=f"id-{i}") for i in range(DEDUP_WINDOW * 3)]
+    for start in range(0, len(batch), 10_000):
+        store.ingest(batch[start : start + 10_000], NOW)
+    assert len(store._recent_ids) + len(store._older_ids) <= 2 * DEDUP_WINDOW
+
+
+def test_tally_between_uses_the_finest_tier_that_covers_the_window() -> None:
+    store = Store()
+    day = 86_400
+    # One call every 10 minutes for the last three days.
+    records = [record(epoch=NOW - 3 * day + i * 600, input_tokens=1) for i in range(6 * 72)]
+    store.ingest(records, NOW)
+    assert store.tally_between(None, NOW - 2 * day, NOW).input_tokens == 6 * 48  # quarters
+    assert store.tally_between(None, NOW - day, NOW).requests == 6 * 24  # minutes
+    assert store.tally_between(None, NOW - 600, NOW).requests == 1  # seconds
+
+
+def test_windows_expire_and_memory_stays_bounded() -> None:
+    store = Store()
+    for hour in range(24 * 45):  # 45 days, one call per hour, time moving forward
+        now = NOW + hour * 3600
+        store.ingest([record(epoch=now - 1)], now)
+    series = store._series[HAIKU]
+    assert len(series.seconds) <= 15 * 60
+    assert len(series.minutes) <= 24 * 60
+    assert len(series.quarters) <= 40 * 24 * 4 + 1
+    assert store.rates(None, NOW + 45 * 86400, 60).requests_per_min == 0
+
+
+def test_series_for_charts() -> None:
+    store = Store()
+    store.ingest(
+        [record(epoch=NOW - 2.5, output_tokens=10), record(epoch=NOW - 0.5, output_tokens=7)], NOW
+    )
+    per_second = store.second_series(None, NOW, OUTPUT, points=5)
+    assert per_second == [0, 10, 0, 7, 0]  # a call counts in the second it ended in
+    per_minute = store.minute_series(None, NOW, REQUESTS, points=3)
+    assert per_minute == [0, 2, 0]
+    assert store.minute_series(None, NOW, INPUT, points=1) == [0]
+    assert store.minute_quantiles(None, NOW, 0.5, points=2)[0] == pytest.approx(500, rel=0.02)
+
+
+def test_version_moves_only_when_something_changed() -> None:
+    store = Store()
+    before = store.version
+    store.ingest([], NOW)
+    assert store.version == before
+    store.ingest([record(epoch=NOW)], NOW)
+    assert store.version == before + 1
+
+
+def test_records_older_than_every_window_are_counted_not_kept() -> None:
+    store = Store()
+    store.ingest([record(epoch=NOW - 41 * 86400)], NOW)
+    assert store.stats.too_old == 1 and store.since_tally().requests == 0
+
+
+def test_recent_requests_newest_first() -> None:
+    store = Store()
+    store.ingest([record(epoch=NOW - i, request_id=f"r{i}") for i in range(5)], NOW)
+    assert [r.request_id for r in store.recent_requests(HAIKU, 3)] == ["r0", "r1", "r2"]
