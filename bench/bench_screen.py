@@ -84,8 +84,20 @@ def main() -> int:
     )
     started = time.perf_counter()
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(ROOT),
-         command],
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-c",
+            str(ROOT),
+            command,
+        ],
         check=True,
     )
     try:
@@ -102,7 +114,9 @@ def main() -> int:
         pane_pid = int(
             subprocess.run(
                 ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         process = psutil.Process(pane_pid)
@@ -129,9 +143,15 @@ def main() -> int:
             time.sleep(rng.uniform(0.3, 1.1))  # land anywhere in the refresh cycle
             model = f"bench.mark-{index:03d}"
             record = make_record(
-                epoch=time.time(), request_id=f"mark-{index}", model_id=model,
-                operation="Converse", input_tokens=10, output_tokens=5, latency_ms=100.0,
-                status="ok", token_source="body",
+                epoch=time.time(),
+                request_id=f"mark-{index}",
+                model_id=model,
+                operation="Converse",
+                input_tokens=10,
+                output_tokens=5,
+                latency_ms=100.0,
+                status="ok",
+                token_source="body",
             )
             line = to_json_line(record)
             fd = os.open(marks, os.O_WRONLY | os.O_APPEND)

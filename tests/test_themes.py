@@ -53,8 +53,18 @@ def test_default_theme_surfaces_stay_distinct_in_256_colours() -> None:
 def test_ansi_theme_uses_only_ansi_colours() -> None:
     theme = load_themes(Path("/nonexistent")).themes["ansi"].theme
     assert theme.ansi
-    for value in (theme.primary, theme.secondary, theme.accent, theme.warning, theme.error,
-                  theme.success, theme.foreground, theme.background, theme.surface, theme.panel):
+    for value in (
+        theme.primary,
+        theme.secondary,
+        theme.accent,
+        theme.warning,
+        theme.error,
+        theme.success,
+        theme.foreground,
+        theme.background,
+        theme.surface,
+        theme.panel,
+    ):
         assert value is not None and value.startswith("ansi_")
 
 
@@ -110,7 +120,10 @@ async def test_broken_user_theme_requested_falls_back_to_default_with_notice(
 def test_list_themes_from_the_source_tree() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "monitor", "--list-themes"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
@@ -124,7 +137,9 @@ def test_themes_load_from_an_installed_wheel(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(dist.glob("bedrock_top-*.whl"))
@@ -133,25 +148,47 @@ def test_themes_load_from_an_installed_wheel(tmp_path: Path) -> None:
     python = env_dir / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     Path(site, "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-         "--no-index", "-q", str(wheel)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [str(env_dir / "bin" / "bedrock-top"), "--list-themes"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert sorted(names) == BUILTIN
     where = subprocess.run(
         [str(python), "-c", "import monitor.ui.themes as t; print(t.builtin_themes_dir())"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert str(env_dir) in where and "share/bedrock-top/themes" in where

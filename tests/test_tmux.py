@@ -27,8 +27,20 @@ class Tmux:
         self.marker = ROOT / f".tmux-{self.name}.status"
         wrapped = f"{command}; echo $? > {self.marker}; stty -a > {self.marker}.stty; sleep 30"
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
-             "-c", str(ROOT), wrapped],
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                self.name,
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                "-c",
+                str(ROOT),
+                wrapped,
+            ],
             check=True,
         )
 
@@ -96,10 +108,14 @@ def test_sigterm_restores_the_terminal(tmux_demo: Tmux) -> None:
     pane_pid = int(
         subprocess.run(
             ["tmux", "display-message", "-p", "-t", tmux_demo.name, "#{pane_pid}"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
-    children = [p for p in psutil.Process(pane_pid).children(recursive=True) if "python" in p.name()]
+    children = [
+        p for p in psutil.Process(pane_pid).children(recursive=True) if "python" in p.name()
+    ]
     assert children
     children[0].terminate()
     deadline = time.monotonic() + 10
@@ -119,7 +135,12 @@ def test_exits_when_the_terminal_goes_away_without_sighup(tmp_path: Path) -> Non
     # A new session without this pty as controlling terminal: closing the master sends no SIGHUP.
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "--demo", "--demo-models", "3"],
-        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env, start_new_session=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     os.close(slave)
     try:

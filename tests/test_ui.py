@@ -92,7 +92,9 @@ async def test_open_step_window_and_back(demo_app: BedrockTopApp) -> None:
         assert screen.model_id == order[-1]
         windows = []
         for _ in range(4):
-            windows.append(screen.query_one("#model-title", TextPanel).text.plain.split("window ")[1][:3])
+            windows.append(
+                screen.query_one("#model-title", TextPanel).text.plain.split("window ")[1][:3]
+            )
             await pilot.press("w")
             await pilot.pause()
         assert [w.strip() for w in windows] == ["5m", "15m", "1h", "24h"]
@@ -182,11 +184,18 @@ async def test_pause_freezes_view_but_sources_keep_collecting(
         assert "PAUSED" in app.screen.query_one("#sources", TextPanel).text.plain
         before = [row.cells for row in table(app).rows]
         new = make_record(
-            epoch=NOW + 0.5, request_id="paused-1", model_id="brand.new-model-v1:0",
-            operation="Converse", input_tokens=10, output_tokens=5, latency_ms=100.0,
-            status="ok", token_source="body",
+            epoch=NOW + 0.5,
+            request_id="paused-1",
+            model_id="brand.new-model-v1:0",
+            operation="Converse",
+            input_tokens=10,
+            output_tokens=5,
+            latency_ms=100.0,
+            status="ok",
+            token_source="body",
         )
-        Path("usage.jsonl").open("ab").write(to_json_line(new))
+        with Path("usage.jsonl").open("ab") as log:
+            log.write(to_json_line(new))
         clock[0] = NOW + 1
         feed.tailer.poll()
         await pilot.pause(0.6)  # two refresh intervals
@@ -234,11 +243,16 @@ async def test_help_lists_every_key_from_the_key_table(demo_app: BedrockTopApp) 
         assert isinstance(demo_app.screen, OverviewScreen)
 
 
-async def test_keymap_remaps_by_id_and_help_follows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_keymap_remaps_by_id_and_help_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     feed = seeded_demo_feed(Path("usage.jsonl"), NOW, models=3, seed=5)
     app = BedrockTopApp(
-        feed, clock=lambda: NOW, follow=False, keymap={"pause": "f5", "quit": "x"},
+        feed,
+        clock=lambda: NOW,
+        follow=False,
+        keymap={"pause": "f5", "quit": "x"},
         catalog=load_themes(tmp_path),
     )
     async with app.run_test(size=(120, 48)) as pilot:
@@ -304,11 +318,18 @@ async def test_new_model_row_appears_before_the_next_refresh(
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
         record = make_record(
-            epoch=NOW - 0.2, request_id="new-1", model_id="us.example.fresh-model-v1:0",
-            operation="Converse", input_tokens=1, output_tokens=1, latency_ms=50.0,
-            status="ok", token_source="body",
+            epoch=NOW - 0.2,
+            request_id="new-1",
+            model_id="us.example.fresh-model-v1:0",
+            operation="Converse",
+            input_tokens=1,
+            output_tokens=1,
+            latency_ms=50.0,
+            status="ok",
+            token_source="body",
         )
-        Path("usage.jsonl").open("ab").write(to_json_line(record))
+        with Path("usage.jsonl").open("ab") as log:
+            log.write(to_json_line(record))
         feed.tailer.poll()
         waker = threading.Thread(target=app._wake)  # as the tailer's thread does after a batch
         waker.start()
@@ -322,9 +343,14 @@ class _Budgets:
         return [
             BudgetStatus("all models", "month", 0.42, "$42.00", "$100.00"),
             BudgetStatus(
-                "haiku daily", "day", 0.91, "$4.55", "$5.00",
+                "haiku daily",
+                "day",
+                0.91,
+                "$4.55",
+                "$5.00",
                 model_ids=frozenset({"anthropic.claude-3-haiku-20240307-v1:0"}),
-                projected_fraction=1.3, exhausts_at=NOW + 3600,
+                projected_fraction=1.3,
+                exhausts_at=NOW + 3600,
             ),
         ]
 
@@ -401,7 +427,9 @@ async def test_rejected_lines_are_counted_in_the_header(
         assert table(app).rows == []
 
 
-async def test_unknown_theme_falls_back_with_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unknown_theme_falls_back_with_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     feed = seeded_demo_feed(Path("usage.jsonl"), NOW, models=2, seed=5)
     app = BedrockTopApp(

@@ -140,7 +140,9 @@ class BedrockTopApp(App[int]):
                 events = poller.poll()
             except InterruptedError:
                 continue
-            if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
+            if any(
+                mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events
+            ):
                 break
         loop = self._loop
         if loop is not None:

@@ -19,9 +19,10 @@ from monitor.store import (
     REQUESTS,
     SERVER_ERRORS,
     THROTTLES,
+    Percentiles,
+    Rates,
     Store,
 )
-from monitor.store import Percentiles, Rates
 from monitor.ui.hooks import BudgetStatus, ScreenExtras, tightest_budget
 
 RATE_WINDOW_S = 60  # req/min and tokens/s

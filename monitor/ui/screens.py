@@ -7,8 +7,8 @@ Screens do not poll: the app calls ``refresh_view(now)`` on the screen in front 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -20,8 +20,6 @@ from textual.widgets import DataTable, Footer, Input
 
 from monitor.formatting import base_model_id, format_count, format_ms, format_usd
 from monitor.store import (
-    CACHE_READ,
-    CACHE_WRITE,
     CLIENT_ERRORS,
     INPUT,
     OUTPUT,
@@ -33,7 +31,6 @@ from monitor.ui.hooks import BudgetStatus
 from monitor.ui.overview_model import (
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
-    ModelRow,
     SparkCache,
     columns_for,
     format_age,
@@ -61,23 +58,23 @@ def _shorten_path(path: str, width: int) -> str:
 
 def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     """The sources line(s): the log, CloudWatch, paused and refresh state."""
-    state = app.feed.tailer.snapshot()
+    state = app.feed.tailer.state  # read without the copy snapshot() makes: plain fields
     store = app.feed.store
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" bedrock-top ", style="bold reverse")
     if app.paused:
         text.append(" PAUSED ", style="bold reverse")
     text.append(" LOCAL ", style="bold")
-    files = list(state.get("files", {}) or {}) or list(state.get("waiting_for", []) or [])
-    shown = files[0] if files else ", ".join(state.get("patterns", []) or [])  # type: ignore[arg-type]
+    files = list(state.files) or list(state.waiting_for)
+    shown = files[0] if files else ", ".join(state.patterns)
     more = f" +{len(files) - 1}" if len(files) > 1 else ""
     text.append(f"log {_shorten_path(str(shown), max(16, width // 3))}{more}")
-    text.append(f" · {format_count(int(state.get('records', 0) or 0))} records")  # type: ignore[call-overload]
-    rejected = int(state.get("rejected", 0) or 0)  # type: ignore[call-overload]
+    text.append(f" · {format_count(state.records)} records")
+    rejected = state.rejected_total
     text.append(f" · {rejected} rejected", style="bold" if rejected else "")
-    if state.get("waiting_for"):
+    if state.waiting_for:
         text.append(" · waiting for file")
-    if state.get("errors"):
+    if state.errors:
         text.append(" · read errors", style="bold")
     last = store.last_epoch
     text.append(f" · last {format_age(None if last is None else now - last)}")
@@ -171,12 +168,15 @@ class OverviewScreen(Screen[None]):
             self.query_one("#totals", TextPanel).show(self._totals_text(now, model_ids, budgets))
             table = self.table
             table.empty_text = (
-                f"no model matches '{self.filter_text}'" if self.filter_text and model_ids
+                f"no model matches '{self.filter_text}'"
+                if self.filter_text and model_ids
                 else "waiting for records…"
             )
             table.set_rows(rows)
 
-    def _totals_text(self, now: float, model_ids: list[str], budgets: Sequence[BudgetStatus]) -> Text:
+    def _totals_text(
+        self, now: float, model_ids: list[str], budgets: Sequence[BudgetStatus]
+    ) -> Text:
         app = self.bt
         summary = totals(app.feed.store, model_ids, now, app.extras, budgets)
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -309,7 +309,17 @@ class ModelScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#recent", DataTable)
-        for label in ("time", "operation", "in", "out", "cache r/w", "latency", "TTFT", "status", "app"):
+        for label in (
+            "time",
+            "operation",
+            "in",
+            "out",
+            "cache r/w",
+            "latency",
+            "TTFT",
+            "status",
+            "app",
+        ):
             table.add_column(label, key=label)
 
     def on_screen_resume(self) -> None:
@@ -403,7 +413,11 @@ class ModelScreen(Screen[None]):
         tokens_out = self._series(now, window, OUTPUT)
         self.query_one("#chart-in", Chart).show(tokens_in, summary(tokens_in))
         self.query_one("#chart-out", Chart).show(tokens_out, summary(tokens_out))
-        for chart_id, q, ttft in (("#chart-p50", 0.5, False), ("#chart-p99", 0.99, False), ("#chart-ttft", 0.5, True)):
+        for chart_id, q, ttft in (
+            ("#chart-p50", 0.5, False),
+            ("#chart-p99", 0.99, False),
+            ("#chart-ttft", 0.5, True),
+        ):
             values = self._quantile_series(now, window, q, ttft)
             self.query_one(chart_id, Chart).show(values, summary(values, "ms"))
         failures = self._series(now, window, (CLIENT_ERRORS, SERVER_ERRORS, THROTTLES))
@@ -415,7 +429,9 @@ class ModelScreen(Screen[None]):
 
     def _cache(self, now: float, window: int, label: str) -> None:
         tally = self.bt.feed.store.tally_between(self.model_id, now - window, now)
-        total_input = tally.input_tokens + tally.cache_read_input_tokens + tally.cache_write_input_tokens
+        total_input = (
+            tally.input_tokens + tally.cache_read_input_tokens + tally.cache_write_input_tokens
+        )
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"Prompt cache ({label}, local)\n", style="bold")
         if total_input == 0:
@@ -424,7 +440,9 @@ class ModelScreen(Screen[None]):
             read = tally.cache_read_input_tokens / total_input
             write = tally.cache_write_input_tokens / total_input
             text.append(f"read  {gauge(read)}  {format_count(tally.cache_read_input_tokens)} tok\n")
-            text.append(f"write {gauge(write)}  {format_count(tally.cache_write_input_tokens)} tok\n")
+            text.append(
+                f"write {gauge(write)}  {format_count(tally.cache_write_input_tokens)} tok\n"
+            )
             text.append(f"of {format_count(total_input)} input tokens")
             if tally.estimated:
                 text.append(f" · {tally.estimated} estimated", style="bold")
@@ -438,7 +456,11 @@ class ModelScreen(Screen[None]):
             text.append("CloudWatch is off", style="dim")
         else:
             points = max(5, min(window // 60, 60))
-            for metric, name in (("Invocations", "calls/min"), ("InputTokenCount", "in tok/min"), ("OutputTokenCount", "out tok/min")):
+            for metric, name in (
+                ("Invocations", "calls/min"),
+                ("InputTokenCount", "in tok/min"),
+                ("OutputTokenCount", "out tok/min"),
+            ):
                 series = cloudwatch.account_minute_series(self.model_id, metric, now, points)
                 known = [v for v in series if v is not None]
                 last = format_count(known[-1]) if known else "-"
@@ -459,11 +481,15 @@ class ModelScreen(Screen[None]):
             if not statuses:
                 text.append("no budget applies to this model", style="dim")
             for status in statuses:
-                line = f"{status.name} ({status.period}, {status.source}) {gauge(status.fraction)} {status.used_text}/{status.limit_text}"
+                line = (
+                    f"{status.name} ({status.period}, {status.source}) {gauge(status.fraction)}"
+                    f" {status.used_text}/{status.limit_text}"
+                )
                 if status.projected_fraction is not None:
                     line += f" · projected {status.projected_fraction * 100:.0f}%"
                 if status.exhausts_at is not None:
-                    line += f" · runs out {time.strftime('%a %H:%M', time.localtime(status.exhausts_at))}"
+                    runs_out = time.strftime("%a %H:%M", time.localtime(status.exhausts_at))
+                    line += f" · runs out {runs_out}"
                 style = ("", "", "bold", "bold reverse")[min(status.level, 3)]
                 text.append(line + "\n", style=style)
         self.query_one("#budgets", TextPanel).show(text)
@@ -482,11 +508,16 @@ class ModelScreen(Screen[None]):
                 if record.cache_read_input_tokens or record.cache_write_input_tokens
                 else "-"
             )
-            status = record.status if record.error_code is None else f"{record.status} {record.error_code}"
+            status = (
+                record.status
+                if record.error_code is None
+                else f"{record.status} {record.error_code}"
+            )
             table.add_row(
                 record.ts.strftime("%H:%M:%S"),
                 record.operation,
-                format_count(record.input_tokens) + ("~" if record.token_source == "estimate" else ""),
+                format_count(record.input_tokens)
+                + ("~" if record.token_source == "estimate" else ""),
                 format_count(record.output_tokens),
                 cache,
                 format_ms(record.latency_ms),

@@ -8,12 +8,13 @@ whose text changed, which is what keeps a 1 s refresh of twenty busy models chea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
@@ -34,7 +35,7 @@ def _fit(text: str, width: int, align: str) -> str:
 class ModelTable(Widget, can_focus=True):
     """One line per model, a header line, a cursor row; columns drop when narrow."""
 
-    COMPONENT_CLASSES = {
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
         "model-table--header",
         "model-table--cursor",
         "model-table--sorted",
@@ -47,7 +48,7 @@ class ModelTable(Widget, can_focus=True):
         "model-table--gauge-warn",
         "model-table--gauge-error",
     }
-    BINDINGS = [  # noqa: RUF012 (Textual's class-level binding table)
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor(-1)", "up", show=False),
         Binding("down,j", "cursor(1)", "down", show=False),
         Binding("pageup", "page(-1)", "page up", show=False),
@@ -290,7 +291,9 @@ def resample(values: Sequence[float | None], width: int, how: str = "mean") -> l
     for index in range(width):
         bucket = [
             value
-            for value in values[int(index * step) : max(int((index + 1) * step), int(index * step) + 1)]
+            for value in values[
+                int(index * step) : max(int((index + 1) * step), int(index * step) + 1)
+            ]
             if value is not None
         ]
         if not bucket:
@@ -349,4 +352,4 @@ class Chart(Widget):
             text.append(line, style=self.get_component_rich_style("chart--bars"))
         return text
 
-    COMPONENT_CLASSES = {"chart--bars"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"chart--bars"}
