@@ -71,17 +71,34 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0, help="nominal demo rate (req/s)")
-    parser.add_argument("--markers", type=int, default=40)
+    parser.add_argument("--markers", type=int, default=25, help="fewer than the visible rows")
+    parser.add_argument(
+        "--external-writer",
+        action="store_true",
+        help="write the demo workload from this process and let bedrock-top only follow the "
+        "log (--log), separating the cost of monitoring from the cost of simulating",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-screen-"))
     marks = scratch / "marks.jsonl"
     marks.touch()
     session = f"bench-{uuid.uuid4().hex[:6]}"
-    command = (
-        f"exec {sys.executable} -m monitor --demo --demo-models {args.models} "
-        f"--demo-rate {args.rate} --log {marks}"
-    )
+    writer = None
+    if args.external_writer:
+        from monitor.sources.demo import DemoWorkload, DemoWriter
+
+        workload_log = scratch / "workload.jsonl"
+        workload = DemoWorkload(models=args.models, rate_per_s=args.rate, seed=7)
+        writer = DemoWriter(workload_log, workload)
+        writer.write_history(time.time(), seconds=min(900.0, 6000 / args.rate))
+        writer.start()
+        command = f"exec {sys.executable} -m monitor --log {workload_log} --log {marks}"
+    else:
+        command = (
+            f"exec {sys.executable} -m monitor --demo --demo-models {args.models} "
+            f"--demo-rate {args.rate} --log {marks}"
+        )
     started = time.perf_counter()
     subprocess.run(
         [
@@ -104,7 +121,7 @@ def main() -> int:
         first_frame = None
         while time.perf_counter() - started < 20:
             screen = capture(session)
-            if "req/m" in screen and "claude" in screen:
+            if "req/m" in screen and ("claude" in screen or "nova" in screen):
                 first_frame = time.perf_counter() - started
                 break
             time.sleep(0.01)
@@ -121,7 +138,7 @@ def main() -> int:
         )
         process = psutil.Process(pane_pid)
         time.sleep(3)  # settle: start-up work is not part of the steady state
-        log = demo_log(process)
+        log = workload_log if writer is not None else demo_log(process)
         lines_before = count_lines(log) if log else 0
         cpu_before = process.cpu_times()
         wall_before = time.perf_counter()
@@ -166,8 +183,14 @@ def main() -> int:
         keys(session, "q")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        if writer is not None:
+            writer.stop()
 
-    print(f"terminal 120x40, demo {args.models} models, nominal rate {args.rate:g} req/s")
+    where = "written by the benchmark process" if writer else "simulated inside bedrock-top"
+    print(
+        f"terminal 120x40, demo {args.models} models, nominal rate {args.rate:g} req/s, "
+        f"workload {where}"
+    )
     print(f"effective rate             {rate:8.1f} req/s (lines appended to the demo log)")
     print(f"first full frame           {first_frame * 1000:8.0f} ms   (goal <= 1200)")
     print(
