@@ -108,6 +108,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         )
     if args.demo_models < 1:
         raise UsageError("--demo-models must be at least 1")
+    if not args.demo_rate > 0:
+        raise UsageError("--demo-rate must be greater than 0")
     try:
         args.since_epoch = parse_since(args.since, time.time())
     except ValueError as err:

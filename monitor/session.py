@@ -26,8 +26,10 @@ from monitor.config import Config, ConfigError, load_config
 from monitor.feed import DAY_S, LocalFeed
 from monitor.pricing import PriceBook
 from monitor.report import ReportInput, build_report
-from monitor.sources.demo import DemoWorkload, DemoWriter
+from monitor.sources.demo import HISTORY_S, DemoWorkload, DemoWriter
 from monitor.store import Tally
+
+LIVE_DEMO_HISTORY_RECORDS = 6000
 
 
 class SessionError(Exception):
@@ -67,6 +69,7 @@ class Session:
     clock: Callable[[], float] = time.time
     # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
     cloudwatch_store: CloudWatchStore | None = None
+    args: argparse.Namespace | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @property
@@ -161,6 +164,17 @@ class Session:
             period_starts=self.budget_period_starts if wants_budgets else None,
         )
 
+    def reload_config(self) -> None:
+        """Read the configuration file again (after the screen saved a change to it): the file
+        that was read, with the same flags on top. Raises SessionError."""
+        if self.args is None:
+            return
+        args = argparse.Namespace(**vars(self.args))
+        if self.config.path is not None:
+            args.config = self.config.path
+        self.config = load_effective_config(args)
+        self.price_book = PriceBook(self.config.pricing, self.config.profile_multipliers)
+
     def close(self) -> None:
         if self.demo is not None:
             self.demo.stop()
@@ -240,7 +254,10 @@ def open_session(
             models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
         )
         demo = DemoWriter(log, workload)
-        demo.write_history(clock_now)
+        # The live screen starts with a few thousand records of history at most, so that a fast
+        # demo still draws its first frame at once; the report gets the full 15 minutes.
+        history = min(HISTORY_S, LIVE_DEMO_HISTORY_RECORDS / args.demo_rate) if live else HISTORY_S
+        demo.write_history(clock_now, seconds=history)
         # The demo's log comes first; logs named with --log are followed too.
         patterns = [str(log), *(args.log or [])]
     feed = LocalFeed(
@@ -256,6 +273,8 @@ def open_session(
         since=args.since_epoch,
         demo=demo,
         _scratch=scratch,
+        args=args,
+        clock=time.time if live else (lambda: clock_now),
     )
     if live and demo is not None:
         demo.start()

@@ -14,7 +14,13 @@ from monitor.feed import LocalFeed
 from monitor.records import make_record, to_json_line
 from monitor.store import Tally
 from monitor.ui.app import INTERVAL_STEPS, BedrockTopApp, seeded_demo_feed
-from monitor.ui.hooks import BudgetStatus, CloudWatchState, ScreenExtras
+from monitor.ui.hooks import (
+    BudgetAlarm,
+    BudgetLimit,
+    BudgetStatus,
+    CloudWatchState,
+    ScreenExtras,
+)
 from monitor.ui.screens import HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import load_themes
 from monitor.ui.widgets import Chart, ModelTable, TextPanel
@@ -339,6 +345,19 @@ async def test_new_model_row_appears_before_the_next_refresh(
 
 
 class _Budgets:
+    def __init__(self) -> None:
+        self.alarms = [BudgetAlarm("haiku daily", "haiku daily: 91% of its day budget", False)]
+
+    def crossed(self) -> Sequence[BudgetAlarm]:
+        alarms, self.alarms = self.alarms, []
+        return alarms
+
+    def limits(self) -> Sequence[BudgetLimit]:
+        return [BudgetLimit("all models", "usd", 100.0), BudgetLimit("haiku daily", "usd", 5.0)]
+
+    def save_limit(self, name: str, value: float) -> str:
+        raise OSError("read-only file system")
+
     def budget_statuses(self, now: float) -> Sequence[BudgetStatus]:
         return [
             BudgetStatus("all models", "month", 0.42, "$42.00", "$100.00"),
@@ -348,7 +367,7 @@ class _Budgets:
                 0.91,
                 "$4.55",
                 "$5.00",
-                model_ids=frozenset({"anthropic.claude-3-haiku-20240307-v1:0"}),
+                models=("anthropic.claude-3-haiku-20240307-v1:0",),
                 projected_fraction=1.3,
                 exhausts_at=NOW + 3600,
             ),
@@ -358,11 +377,30 @@ class _Budgets:
 class _CloudWatch:
     version = 1
 
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    async def start(self) -> None:
+        self.calls.append(("start", None))
+
+    async def stop(self) -> None:
+        self.calls.append(("stop", None))
+
+    def set_paused(self, paused: bool) -> None:
+        self.calls.append(("paused", paused))
+
+    def set_visible_models(self, model_ids: Sequence[str] | None) -> None:
+        self.calls.append(("visible", None if model_ids is None else tuple(model_ids)))
+
+    def set_focus_model(self, model_id: str | None) -> None:
+        self.calls.append(("focus", model_id))
+
     def cloudwatch_state(self) -> CloudWatchState:
         return CloudWatchState("us-east-1", "ok", NOW - 42, 0.36)
 
     def account_model_ids(self) -> Sequence[str]:
-        return ["anthropic.claude-3-haiku-20240307-v1:0"]
+        # The second model has no traffic in the local log: CloudWatch alone knows it.
+        return ["anthropic.claude-3-haiku-20240307-v1:0", "eu.other-host.model-v1:0"]
 
     def account_minute_series(
         self, model_id: str, metric: str, now: float, points: int
@@ -384,12 +422,22 @@ async def test_prices_budgets_and_cloudwatch_add_columns_and_panels(
             return None  # unknown price
         return tally.input_tokens * 1e-6
 
-    extras = ScreenExtras(cost=cost, budgets=_Budgets(), cloudwatch=_CloudWatch())
+    cloudwatch = _CloudWatch()
+    extras = ScreenExtras(cost=cost, budgets=_Budgets(), cloudwatch=cloudwatch)
     app = BedrockTopApp(
         feed, clock=lambda: NOW, follow=False, extras=extras, catalog=load_themes(tmp_path)
     )
+    bells: list[int] = []
+    app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
     async with app.run_test(size=(200, 40)) as pilot:
         await pilot.pause()
+        assert ("start", None) in cloudwatch.calls
+        assert "eu.other-host.model-v1:0" in ids(app)
+        visible = [value for name, value in cloudwatch.calls if name == "visible"]
+        assert visible and set(visible[-1]) == set(ids(app))
+        # The threshold crossed rings the bell once and says which budget.
+        assert bells == [1]
+        assert any("haiku daily: 91%" in str(n.message) for n in app._notifications)
         keys_shown = [column.key for column in table(app).columns]
         assert {"spend", "budget", "acct_req"} <= set(keys_shown)
         rows = {row.model_id: row for row in table(app).rows}
@@ -410,6 +458,24 @@ async def test_prices_budgets_and_cloudwatch_add_columns_and_panels(
         budgets = app.screen.query_one("#budgets", TextPanel).text.plain
         assert "haiku daily" in budgets and "all models" in budgets and "projected 130%" in budgets
         assert "calls/min" in app.screen.query_one("#cloudwatch", TextPanel).text.plain
+        assert ("focus", haiku.model_id) in cloudwatch.calls
+        await pilot.press("p")
+        assert ("paused", True) in cloudwatch.calls
+        await pilot.press("escape")
+        await pilot.pause()
+        assert ("focus", None) in cloudwatch.calls
+        # A save that fails says why and keeps the dialog open.
+        await pilot.press("b")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        message = app.screen.query_one("#budget-message").render()
+        assert "not saved: read-only file system" in str(message)
+        await pilot.press("escape")
+    assert ("stop", None) in cloudwatch.calls
+    assert bells == [1]  # once, not at every refresh
 
 
 async def test_rejected_lines_are_counted_in_the_header(

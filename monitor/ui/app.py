@@ -10,14 +10,13 @@ clock second changed. When nothing has arrived for a while the refresh slows dow
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import contextvars
 import os
 import select
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from textual.timer import Timer
 
 from monitor.feed import DAY_S, LocalFeed
 from monitor.ui import keys
+from monitor.ui.budget_dialog import BudgetDialog
 from monitor.ui.hooks import BudgetStatus, ScreenExtras
 from monitor.ui.screens import HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import DEFAULT_THEME, ThemeCatalog, load_themes
@@ -40,7 +40,6 @@ QUICK_UPDATE_S = 0.1
 IDLE_AFTER_S = 300.0  # no record for this long: every window shown has gone quiet
 IDLE_INTERVAL_S = 15.0
 TERMINAL_GONE_GRACE_S = 3.0
-DEMO_HISTORY_RECORDS = 6000  # enough history for the sparklines without slowing start-up
 
 
 class BedrockTopApp(App[int]):
@@ -110,6 +109,9 @@ class BedrockTopApp(App[int]):
         self._wake_context = contextvars.copy_context()
         if self._follow:
             self.feed.start(self._wake)
+        if self.extras.cloudwatch is not None:
+            # The poller lives in this event loop: its awaits never block the screen.
+            self.run_worker(self.extras.cloudwatch.start(), name="cloudwatch", group="sources")
         if self._watch_terminal and loop is not None:
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -152,8 +154,11 @@ class BedrockTopApp(App[int]):
         time.sleep(TERMINAL_GONE_GRACE_S)
         os._exit(128 + signal.SIGHUP)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         self.feed.stop()
+        if self.extras.cloudwatch is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.extras.cloudwatch.stop(), timeout=2)
 
     # -- time and data ------------------------------------------------------------------------
     def now(self) -> float:
@@ -189,9 +194,25 @@ class BedrockTopApp(App[int]):
             front = self._front()
             if front is not None:
                 front.refresh_view(now)
+        self._sound_alarms(now)
         last = self.feed.store.last_epoch
         idle = last is None or now - last > IDLE_AFTER_S
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
+
+    def _sound_alarms(self, now: float) -> None:
+        """A budget that crossed a threshold rings the bell once and says so, paused or not."""
+        budgets = self.extras.budgets
+        if budgets is None:
+            return
+        self.budget_statuses(now)
+        for alarm in budgets.crossed():
+            self.bell()
+            self.notify(
+                alarm.message,
+                title="budget limit reached" if alarm.final else "budget threshold",
+                severity="error" if alarm.final else "warning",
+                timeout=15,
+            )
 
     def _wake(self) -> None:
         """Runs on the tailer's thread after each batch. A plain event-loop callback (not a
@@ -227,8 +248,15 @@ class BedrockTopApp(App[int]):
     # -- navigation -----------------------------------------------------------------------------
     def open_model(self, model_id: str) -> None:
         self.push_screen(ModelScreen(model_id))
+        self.focus_cloudwatch(model_id)
+
+    def focus_cloudwatch(self, model_id: str | None) -> None:
+        """The model in the drill-down gets CloudWatch's fast schedule for every metric."""
+        if self.extras.cloudwatch is not None:
+            self.extras.cloudwatch.set_focus_model(model_id)
 
     def pop_to_overview(self, model_id: str) -> None:
+        self.focus_cloudwatch(None)
         self.pop_screen()
         if self._overview is not None:
             self._overview.table.move_cursor_to_model(model_id)
@@ -244,6 +272,7 @@ class BedrockTopApp(App[int]):
         model_id = order[(index + delta) % len(order)]
         self._overview.table.move_cursor_to_model(model_id)
         screen.show_model(model_id)
+        self.focus_cloudwatch(model_id)
 
     # -- actions --------------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -252,6 +281,8 @@ class BedrockTopApp(App[int]):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
+        if self.extras.cloudwatch is not None:
+            self.extras.cloudwatch.set_paused(self.paused)
         self.notify("paused: sources keep collecting" if self.paused else "resumed", timeout=2)
         front = self._front()
         if front is not None:
@@ -276,6 +307,23 @@ class BedrockTopApp(App[int]):
         index = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(index + 1) % len(names)]
         self.notify(f"theme: {self.theme}", timeout=2)
+
+    def action_edit_budget(self) -> None:
+        budgets = self.extras.budgets
+        if budgets is None:
+            self.notify("no budgets configured: add [[budgets]] to the configuration file")
+            return
+
+        def saved(path: str | None) -> None:
+            if path:
+                self.notify(f"budget saved to {path}", timeout=4)
+                self._budget_cache = None
+                front = self._front()
+                if front is not None:
+                    front._shown_key = None
+                    front.refresh_view(self.now())
+
+        self.push_screen(BudgetDialog(budgets), saved)
 
     def action_redraw(self) -> None:
         front = self._front()
@@ -341,51 +389,9 @@ def seeded_demo_feed(
     return feed
 
 
-def prepare_feed(args: argparse.Namespace, now: float) -> tuple[LocalFeed, Callable[[], None]]:
-    """The log feed for the live screen, with the demo writer when ``--demo``. Returns the feed
-    and a clean-up function."""
-    scratch: Path | None = None
-    writer = None
-    patterns = list(args.log or [])
-    if args.demo:
-        from monitor.sources.demo import DemoWorkload, DemoWriter
-
-        scratch = Path(tempfile.mkdtemp(prefix="bedrock-top-demo-"))
-        workload = DemoWorkload(
-            models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
-        )
-        writer = DemoWriter(scratch / "usage.jsonl", workload)
-        history = min(15 * 60.0, DEMO_HISTORY_RECORDS / max(args.demo_rate, 0.1))
-        writer.write_history(now, seconds=history)
-        writer.start()
-        patterns.insert(0, str(scratch / "usage.jsonl"))
-    elif not patterns:
-        from monitor.paths import default_log_path
-
-        patterns = [str(default_log_path())]
-    since = getattr(args, "since_epoch", now - 3600)
-    feed = LocalFeed(patterns, since=since, start_epoch=min(since, now - DAY_S))
-    feed.catch_up()
-
-    def close() -> None:
-        feed.stop()
-        if writer is not None:
-            writer.stop()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    return feed, close
-
-
-def run_app(
-    args: argparse.Namespace,
-    *,
-    keymap: Mapping[str, str] | None = None,
-    extras: ScreenExtras | None = None,
-    theme: str | None = None,
-) -> int:
-    """Run the live screen until the person quits. ``keymap`` (binding id -> keys), ``extras``
-    (prices, budgets, CloudWatch) and ``theme`` come from the configuration; ``--theme`` wins."""
+def run_app(args: argparse.Namespace) -> int:
+    """Run the live screen until the person quits: the session (configuration, logs, demo),
+    prices, budgets and CloudWatch, then the app. Exit status 2 for a broken configuration."""
     if not (sys.stdin.isatty() and sys.__stderr__ is not None and sys.__stderr__.isatty()):
         print(
             "bedrock-top: the live screen needs a terminal (stdin and stderr); "
@@ -393,17 +399,42 @@ def run_app(
             file=sys.stderr,
         )
         return 2
-    feed, close = prepare_feed(args, time.time())
-    app = BedrockTopApp(
-        feed,
-        extras=extras,
-        interval=args.interval or 1.0,
-        theme=args.theme or theme,
-        keymap=keymap,
-        watch_terminal=True,
-    )
+    from monitor.live import live_extras
+    from monitor.session import SessionError, cloudwatch_wanted, open_session
+
     try:
+        session = open_session(args, live=True)
+    except SessionError as err:
+        print(f"bedrock-top: {err}", file=sys.stderr)
+        return 2
+    try:
+        session.feed.catch_up()
+        config = session.config
+        source = None
+        enabled, _why = cloudwatch_wanted(args, config)
+        if enabled:
+            from monitor.sources.cloudwatch import CloudWatchSource
+
+            source = CloudWatchSource(
+                region=config.sources.region,
+                profile=config.sources.profile,
+                endpoint_url=config.sources.endpoint_url,
+                interval_s=config.sources.interval_s,
+                models_from_config=config.models,
+                period_starts=session.budget_period_starts,
+            )
+            session.cloudwatch_store = source.store
+        app = BedrockTopApp(
+            session.feed,
+            extras=live_extras(session, source),
+            interval=args.interval or config.ui.refresh_s,
+            # --theme, else the configuration's, else $TEXTUAL_THEME, else the default.
+            theme=args.theme
+            or (config.ui.theme if config.provenance["ui.theme"].kind != "default" else None),
+            keymap=config.keys,
+            watch_terminal=True,
+        )
         result = app.run()
     finally:
-        close()
+        session.close()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 from monitor.store import Tally
@@ -30,10 +31,10 @@ class BudgetStatus:
     projected_fraction: float | None = None
     exhausts_at: float | None = None  # epoch seconds, when inside the period
     warn_at: Sequence[float] = (0.5, 0.8, 1.0)
-    model_ids: frozenset[str] | None = None  # None: applies to every model
+    models: tuple[str, ...] | None = None  # model ids or globs; None: applies to every model
 
     def applies_to(self, model_id: str) -> bool:
-        return self.model_ids is None or model_id in self.model_ids
+        return self.models is None or any(fnmatchcase(model_id, p) for p in self.models)
 
     @property
     def level(self) -> int:
@@ -41,10 +42,37 @@ class BudgetStatus:
         return sum(1 for threshold in self.warn_at if self.fraction >= threshold)
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetAlarm:
+    """A budget crossed a ``warn_at`` threshold for the first time in its period."""
+
+    budget: str
+    message: str
+    final: bool  # the limit itself (threshold >= 1) was reached
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """A budget's limit as the edit dialog shows it."""
+
+    name: str
+    unit: str  # usd | tokens
+    limit: float
+
+
 class BudgetView(Protocol):
-    """Budgets for the screen: all of them, evaluated at ``now``."""
+    """Budgets for the screen: all of them, evaluated at ``now``; the alarms raised since the
+    last evaluation; and the limits, which the edit dialog changes and saves."""
 
     def budget_statuses(self, now: float) -> Sequence[BudgetStatus]: ...
+
+    def crossed(self) -> Sequence[BudgetAlarm]: ...
+
+    def limits(self) -> Sequence[BudgetLimit]: ...
+
+    def save_limit(self, name: str, value: float) -> str:
+        """Save and reload; returns the file written. Raises ValueError or OSError."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +87,22 @@ class CloudWatchState:
 
 
 class CloudWatchView(Protocol):
-    """Account-wide per-minute data. ``version`` changes whenever anything shown changes."""
+    """Account-wide per-minute data. ``version`` changes whenever anything shown changes.
+    ``start``/``stop`` run the poller in the app's event loop; the ``set_*`` calls tell it what
+    the screen shows, so that it slows down when nothing is looked at."""
 
     @property
     def version(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def set_visible_models(self, model_ids: Sequence[str] | None) -> None: ...
+
+    def set_focus_model(self, model_id: str | None) -> None: ...
 
     def cloudwatch_state(self) -> CloudWatchState: ...
 
@@ -96,6 +136,6 @@ def tightest_budget(statuses: Sequence[BudgetStatus], model_id: str | None) -> B
     candidates = [
         status
         for status in statuses
-        if (status.model_ids is None if model_id is None else status.applies_to(model_id))
+        if (status.models is None if model_id is None else status.applies_to(model_id))
     ]
     return max(candidates, key=lambda status: status.fraction, default=None)

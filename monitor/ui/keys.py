@@ -55,6 +55,15 @@ KEYS: tuple[KeySpec, ...] = (
         priority=True,
     ),
     KeySpec("redraw", "ctrl+l", "redraw", "redraw", "Redraw the whole screen", "app", show=False),
+    KeySpec(
+        "edit-budget",
+        "b",
+        "edit_budget",
+        "budget",
+        "Change a budget's limit and save it to the configuration file",
+        "app",
+        show=False,
+    ),
     KeySpec("open", "enter", "open_model", "open", "Open the selected model", "overview"),
     KeySpec(
         "filter",

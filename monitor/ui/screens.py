@@ -109,6 +109,7 @@ class OverviewScreen(Screen[None]):
         self._sparks = SparkCache()
         self._shown_key: tuple[int, int, str, str, bool, int, int] | None = None
         self._known_models: set[str] = set()
+        self._visible: list[str] | None = None
 
     @property
     def bt(self) -> BedrockTopApp:
@@ -160,10 +161,19 @@ class OverviewScreen(Screen[None]):
         self._shown_key = key
         model_ids = store.model_ids()
         self._known_models = set(model_ids)
+        cloudwatch = app.extras.cloudwatch
+        if cloudwatch is not None:
+            # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
+            model_ids = sorted(self._known_models.union(cloudwatch.account_model_ids()))
         budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
         wanted = [m for m in model_ids if self.filter_text.lower() in m.lower()]
         rows = [model_row(store, m, now, app.extras, self._sparks, budgets) for m in wanted]
         rows = sort_rows(rows, app.sort_key, app.sort_reverse)
+        if cloudwatch is not None:
+            shown = [row.model_id for row in rows]
+            if shown != self._visible:
+                self._visible = shown
+                cloudwatch.set_visible_models(shown)
         with app.batch_update():
             self.query_one("#totals", TextPanel).show(self._totals_text(now, model_ids, budgets))
             table = self.table

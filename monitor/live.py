@@ -1,0 +1,196 @@
+"""What the live screen reads besides the log store, built from a session: prices, budgets (with
+their threshold alarms) and the CloudWatch poller. No Textual import: the screen only calls these
+objects, so each part stays testable without a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from monitor.budgets import BudgetStatus as BudgetFigures
+from monitor.budgets import ThresholdEvent, ThresholdTracker, run_on_threshold
+from monitor.cloudwatch_store import INVOCATIONS, LATENCY, SUM, TTFT
+from monitor.formatting import format_count, format_usd
+from monitor.session import Session
+from monitor.sources.cloudwatch import CloudWatchSource
+from monitor.store import Tally
+from monitor.ui.hooks import BudgetAlarm, BudgetLimit, BudgetStatus, CloudWatchState, ScreenExtras
+
+_log = logging.getLogger(__name__)
+AVERAGE = "Average"
+BUDGET_REFRESH_S = 5.0
+
+
+class LiveBudgets:
+    """Budgets evaluated at each refresh, and the thresholds they cross (once per threshold per
+    period)."""
+
+    def __init__(self, session: Session, every_s: float = BUDGET_REFRESH_S) -> None:
+        self.session = session
+        self.tracker = ThresholdTracker()
+        self.every_s = every_s
+        self._last: list[BudgetFigures] = []
+        self._shown: list[BudgetStatus] = []
+        self._evaluated_at: float | None = None
+        self._fresh = False
+
+    def budget_statuses(self, now: float) -> Sequence[BudgetStatus]:
+        # A month's budget sums thousands of quarter-hour buckets per model: evaluated every few
+        # seconds, not on every frame (budgets move slowly; the gauges lose nothing).
+        due = self._evaluated_at is None or not 0 <= now - self._evaluated_at < self.every_s
+        if due:
+            self._last = self.session.budget_statuses(now)
+            self._shown = [_shown(figures) for figures in self._last]
+            self._evaluated_at = now
+            self._fresh = True
+        return self._shown
+
+    def refresh(self) -> None:
+        """Evaluate again at the next call (after a limit was changed)."""
+        self._evaluated_at = None
+
+    def crossed(self) -> list[BudgetAlarm]:
+        """Thresholds crossed since the last evaluation, each also run through the
+        configuration's ``on_threshold`` command (without waiting for it)."""
+        if not self._fresh:
+            return []
+        self._fresh = False
+        command = self.session.config.on_threshold
+        alarms = []
+        for event in self.tracker.update(self._last):
+            if command:
+                run_on_threshold(command, event, on_error=_log.warning)
+            alarms.append(_alarm(event))
+        return alarms
+
+    def limits(self) -> list[BudgetLimit]:
+        return [
+            BudgetLimit(spec.name, spec.unit, spec.limit) for spec in self.session.config.budgets
+        ]
+
+    def save_limit(self, name: str, value: float) -> str:
+        """Write a budget's new limit to the configuration file and load it back. Returns the
+        file written. Raises ValueError or OSError with a message for the dialog."""
+        from monitor.config import save_budget_limit
+
+        config = self.session.config
+        if config.path is None:
+            raise ValueError("no configuration file: run `bedrock-top init-config` first")
+        spec = next((spec for spec in config.budgets if spec.name == name), None)
+        if spec is None:
+            raise ValueError(f"no budget named {name!r}")
+        if not value > 0:
+            raise ValueError("the limit must be greater than 0")
+        if spec.unit == "usd":
+            save_budget_limit(config.path, name, limit_usd=float(value))
+        else:
+            save_budget_limit(config.path, name, limit_tokens=int(value))
+        self.session.reload_config()
+        self.refresh()
+        return str(config.path)
+
+
+def _alarm(event: ThresholdEvent) -> BudgetAlarm:
+    if event.limit_usd is not None:
+        used = f"{format_usd(event.used_usd)} of {format_usd(event.limit_usd)}"
+    else:
+        used = f"{format_count(event.used_tokens)} of {format_count(event.limit_tokens or 0)} tok"
+    return BudgetAlarm(
+        budget=event.budget,
+        message=f"{event.budget}: {event.fraction:.0%} of its {event.period} budget ({used})",
+        final=event.threshold >= 1.0,
+    )
+
+
+def _shown(figures: BudgetFigures) -> BudgetStatus:
+    spec = figures.spec
+    if spec.unit == "usd":
+        used_text, limit_text = format_usd(figures.used_usd), format_usd(spec.limit)
+    else:
+        used_text = f"{format_count(figures.used_tokens)} tok"
+        limit_text = f"{format_count(spec.limit)} tok"
+    return BudgetStatus(
+        name=spec.name,
+        period=spec.period,
+        fraction=figures.fraction,
+        used_text=used_text,
+        limit_text=limit_text,
+        source=figures.source,
+        projected_fraction=figures.projected_fraction,
+        exhausts_at=figures.exhausts_at,
+        warn_at=spec.warn_at,
+        models=spec.models,
+    )
+
+
+class LiveCloudWatch:
+    """The CloudWatch poller as the screen sees it. Runs in the app's event loop."""
+
+    def __init__(self, source: CloudWatchSource) -> None:
+        self.source = source
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.source.store.version
+
+    async def start(self) -> None:
+        await self.source.start()
+        self._task = self.source.run_in_background()
+
+    async def stop(self) -> None:
+        await self.source.stop()
+
+    def set_paused(self, paused: bool) -> None:
+        self.source.set_paused(paused)
+
+    def set_visible_models(self, model_ids: Sequence[str] | None) -> None:
+        self.source.set_visible_models(model_ids)
+
+    def set_focus_model(self, model_id: str | None) -> None:
+        self.source.set_focus_model(model_id)
+
+    def cloudwatch_state(self) -> CloudWatchState:
+        state = self.source.state
+        message = state.message if state.status != "ok" else ""
+        if state.percentiles == "fallback":
+            message = (message + "; " if message else "") + "no percentiles: avg/max"
+        return CloudWatchState(
+            region=state.region or "no region",
+            state=state.status,
+            last_good_epoch=state.last_good_poll,
+            cost_per_hour_usd=state.projected_cost_per_hour_usd,
+            message=message,
+        )
+
+    def account_model_ids(self) -> Sequence[str]:
+        return self.source.store.model_ids()
+
+    def account_minute_series(
+        self, model_id: str, metric: str, now: float, points: int
+    ) -> list[float | None]:
+        end = (int(now) // 60 + 1) * 60
+        stat = AVERAGE if metric in (LATENCY, TTFT) else SUM
+        return self.source.store.minute_series(model_id, metric, stat, end - points * 60, end)
+
+    def account_requests_per_min(self, model_id: str, now: float) -> float | None:
+        newest = self.source.store.newest_minute(model_id)
+        if newest is None:
+            return None
+        return self.source.store.value(model_id, INVOCATIONS, SUM, newest)
+
+
+def live_extras(session: Session, cloudwatch: CloudWatchSource | None) -> ScreenExtras:
+    """The screen's optional inputs for this session."""
+    book = session.price_book
+
+    def cost(model_id: str, tally: Tally) -> float | None:
+        return book.cost_usd(model_id, tally)
+
+    return ScreenExtras(
+        cost=cost,
+        budgets=LiveBudgets(session) if session.config.budgets else None,
+        cloudwatch=None if cloudwatch is None else LiveCloudWatch(cloudwatch),
+        notices=list(session.config.warnings),
+    )
