@@ -20,6 +20,7 @@ from pathlib import Path
 from monitor.records import Operation, Status, TokenSource, UsageRecord, make_record, to_json_line
 
 HISTORY_S = 15 * 60
+BURST_EVERY_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -135,17 +136,22 @@ class DemoWorkload:
         self._burst_until = 0.0
         self._serial = 0
         self._origin: float | None = None
+        self._next_burst = 0.0
 
     def _rate_at(self, epoch: float) -> float:
         # A slow swell plus short bursts: the shape real traffic has on a dashboard. Relative to
         # the first call, so that a seed gives the same workload whatever the clock says.
         if self._origin is None:
             self._origin = epoch
+            self._next_burst = epoch + self._rng.expovariate(1 / BURST_EVERY_S)
         swell = 1.0 + 0.35 * math.sin((epoch - self._origin) / 240.0)
+        if epoch >= self._next_burst:
+            # Bursts start at random times (about every BURST_EVERY_S whatever the rate) and last
+            # 10 to 40 seconds at 2.5 times the rate.
+            self._burst_until = self._next_burst + self._rng.uniform(10, 40)
+            self._next_burst = self._burst_until + self._rng.expovariate(1 / BURST_EVERY_S)
         if epoch < self._burst_until:
             return self.rate_per_s * swell * 2.5
-        if self._rng.random() < 0.002:
-            self._burst_until = epoch + self._rng.uniform(10, 40)
         return self.rate_per_s * swell
 
     def arrivals(self, start: float, end: float) -> Iterator[UsageRecord]:
