@@ -93,7 +93,9 @@ def main() -> int:
         writer = DemoWriter(workload_log, workload)
         writer.write_history(time.time(), seconds=min(900.0, 6000 / args.rate))
         writer.start()
-        command = f"exec {sys.executable} -m monitor --log {workload_log} --log {marks}"
+        command = (
+            f"exec {sys.executable} -m monitor --no-cloudwatch --log {workload_log} --log {marks}"
+        )
     else:
         command = (
             f"exec {sys.executable} -m monitor --demo --demo-models {args.models} "

@@ -109,6 +109,9 @@ class ModelRow:
     model_id: str
     cells: dict[str, Cell]
     sort_values: dict[str, float | str]
+    spend: float | None = None  # USD over SPEND_WINDOW_S; None when unpriced or no prices
+    unpriced: bool = False  # had tokens in SPEND_WINDOW_S but no known price
+    local: bool = True  # the usage log has calls of this model (else only CloudWatch knows it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +180,24 @@ class SparkCache:
     def __init__(self) -> None:
         self._done: dict[str, tuple[int, float, list[float | None]]] = {}
         self._latest: dict[str, tuple[float, int, Percentiles, list[float | None]]] = {}
+        self._total: tuple[float, Percentiles] | None = None
 
     def values(self, store: Store, model_id: str, now: float) -> list[float | None]:
         return [*self._completed(store, model_id, now), *self._current(store, model_id, now)[1]]
 
     def latency(self, store: Store, model_id: str, now: float) -> Percentiles:
         return self._current(store, model_id, now)[0]
+
+    def total_latency(self, store: Store, now: float) -> Percentiles:
+        """Every model's latency over the window, on the same schedule as the rows'."""
+        cached = self._total
+        if (
+            cached is None
+            or int(cached[0]) // 60 != int(now) // 60
+            or (abs(now - cached[0]) >= LATENCY_REFRESH_S)
+        ):
+            cached = self._total = (now, store.latency(None, now, LATENCY_WINDOW_S))
+        return cached[1]
 
     def _completed(self, store: Store, model_id: str, now: float) -> list[float | None]:
         minute = int(now) // 60
@@ -236,8 +251,12 @@ def model_row(
         "err": errors,
         "thr": throttles,
     }
+    spend: float | None = None
+    unpriced = False
     if extras.cost is not None:
-        spend = extras.cost(model_id, store.tally_between(model_id, now - SPEND_WINDOW_S, now))
+        hour = store.tally_between(model_id, now - SPEND_WINDOW_S, now)
+        spend = extras.cost(model_id, hour)
+        unpriced = spend is None and hour.total_tokens > 0
         cells["spend"] = Cell(format_usd(spend), "dim" if spend is None else "")
         sort_values["spend"] = -1.0 if spend is None else spend
     if extras.budgets is not None:
@@ -248,7 +267,7 @@ def model_row(
         account = extras.cloudwatch.account_requests_per_min(model_id, now)
         cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")
         sort_values["acct_req"] = -1.0 if account is None else account
-    return ModelRow(model_id, cells, sort_values)
+    return ModelRow(model_id, cells, sort_values, spend, unpriced, model_id in store)
 
 
 def window_rates(store: Store, model_id: str | None, now: float) -> Rates:
@@ -294,36 +313,36 @@ def _number(value: float | str) -> float:
 
 
 def totals(
-    store: Store,
-    model_ids: Sequence[str],
-    now: float,
+    rows: Sequence[ModelRow],
+    latency: Percentiles,
     extras: ScreenExtras,
     budgets: Sequence[BudgetStatus] = (),
 ) -> Totals:
-    rates = window_rates(store, None, now)
-    latency = store.latency(None, now, LATENCY_WINDOW_S)
-    errors, throttles = recent_failures(store, None, now)
+    """The totals strip, summed from the rows of every model (filtered out or not), so that no
+    number is computed twice per refresh."""
+
+    def total(key: str) -> float:
+        return sum(float(row.sort_values.get(key, 0.0)) for row in rows)
+
     spend: float | None = None
-    unpriced = 0
     if extras.cost is not None:
-        spend = 0.0
-        for model_id in model_ids:
-            tally = store.tally_between(model_id, now - SPEND_WINDOW_S, now)
-            cost = extras.cost(model_id, tally)
-            if cost is None:
-                if tally.total_tokens:
-                    unpriced += 1
-            else:
-                spend += cost
+        spend = sum(row.spend for row in rows if row.spend is not None)
+    requests_per_min, input_tokens_per_s, output_tokens_per_s = (
+        total("req"),
+        total("in"),
+        total("out"),
+    )
+    errors, throttles = int(total("err")), int(total("thr"))
+    unpriced = sum(1 for row in rows if row.unpriced)
     return Totals(
-        requests_per_min=rates.requests_per_min,
-        input_tokens_per_s=rates.input_tokens_per_s,
-        output_tokens_per_s=rates.output_tokens_per_s,
+        requests_per_min=requests_per_min,
+        input_tokens_per_s=input_tokens_per_s,
+        output_tokens_per_s=output_tokens_per_s,
         p50_ms=latency.p50,
         p99_ms=latency.p99,
         errors=errors,
         throttles=throttles,
-        models=len(model_ids),
+        models=sum(1 for row in rows if row.local),
         spend_hour=spend,
         unpriced_models=unpriced,
         budget=tightest_budget(budgets, None) if extras.budgets is not None else None,

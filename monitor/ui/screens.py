@@ -31,6 +31,7 @@ from monitor.ui.hooks import BudgetStatus
 from monitor.ui.overview_model import (
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
+    ModelRow,
     SparkCache,
     columns_for,
     format_age,
@@ -166,16 +167,20 @@ class OverviewScreen(Screen[None]):
             # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
             model_ids = sorted(self._known_models.union(cloudwatch.account_model_ids()))
         budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
-        wanted = [m for m in model_ids if self.filter_text.lower() in m.lower()]
-        rows = [model_row(store, m, now, app.extras, self._sparks, budgets) for m in wanted]
-        rows = sort_rows(rows, app.sort_key, app.sort_reverse)
+        every = [model_row(store, m, now, app.extras, self._sparks, budgets) for m in model_ids]
+        needle = self.filter_text.lower()
+        rows = sort_rows(
+            [row for row in every if needle in row.model_id.lower()],
+            app.sort_key,
+            app.sort_reverse,
+        )
         if cloudwatch is not None:
             shown = [row.model_id for row in rows]
             if shown != self._visible:
                 self._visible = shown
                 cloudwatch.set_visible_models(shown)
         with app.batch_update():
-            self.query_one("#totals", TextPanel).show(self._totals_text(now, model_ids, budgets))
+            self.query_one("#totals", TextPanel).show(self._totals_text(now, every, budgets))
             table = self.table
             table.empty_text = (
                 f"no model matches '{self.filter_text}'"
@@ -185,10 +190,11 @@ class OverviewScreen(Screen[None]):
             table.set_rows(rows)
 
     def _totals_text(
-        self, now: float, model_ids: list[str], budgets: Sequence[BudgetStatus]
+        self, now: float, rows: Sequence[ModelRow], budgets: Sequence[BudgetStatus]
     ) -> Text:
         app = self.bt
-        summary = totals(app.feed.store, model_ids, now, app.extras, budgets)
+        latency = self._sparks.total_latency(app.feed.store, now)
+        summary = totals(rows, latency, app.extras, budgets)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" LOCAL ", style="bold")
         text.append(f"{summary.models} models · ")
