@@ -149,3 +149,50 @@ def test_usage_errors() -> None:
     assert settings["BEDROCK_TOP_APP"] == "a"
     assert settings["BEDROCK_TOP_LOG"].endswith("x.jsonl")
     assert parse_args(["python", "app.py"])[1] == ["python", "app.py"]
+
+
+def test_bedrock_top_run_takes_the_tokenizer_from_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'tokenizer = "{tmp_path / "tokenizer.json"}"\n')
+    env = dict(os.environ, BEDROCK_TOP_CONFIG=str(config))
+    env.pop("BEDROCK_TOP_TOKENIZER", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            'echo "tokenizer=$BEDROCK_TOP_TOKENIZER"; exit 5',
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout.strip() == f"tokenizer={tmp_path / 'tokenizer.json'}"
+    # --tokenizer on the command line wins over the file.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--tokenizer",
+            "other.json",
+            "--",
+            "sh",
+            "-c",
+            'echo "tokenizer=$BEDROCK_TOP_TOKENIZER"',
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "tokenizer=other.json"

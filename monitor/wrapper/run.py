@@ -107,6 +107,18 @@ def child_environment(base: Mapping[str, str], settings: Mapping[str, str]) -> d
     return env
 
 
+def configured_tokenizer() -> str | None:
+    """The configuration file's ``tokenizer``, for estimates (a broken file is reported and
+    ignored: the command still runs)."""
+    from monitor.config import ConfigError, load_config
+
+    try:
+        return load_config(None).tokenizer
+    except ConfigError as err:
+        print(f"bedrock-top run: warning: {err}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str]) -> int:
     """Replace this process with the instrumented command; returns only if it cannot start."""
     try:
@@ -118,6 +130,10 @@ def main(argv: list[str]) -> int:
             return 2
         print(USAGE, end="")
         return 0
+    if TOKENIZER_ENV not in settings and not os.environ.get(TOKENIZER_ENV):
+        tokenizer = configured_tokenizer()
+        if tokenizer:
+            settings[TOKENIZER_ENV] = tokenizer
     env = child_environment(os.environ, settings)
     program = shutil.which(command[0], path=env.get("PATH")) if os.sep not in command[0] else None
     executable = program or command[0]
