@@ -33,9 +33,10 @@ QUARTER_S: Final = 15 * 60
 QUARTER_WINDOW_S: Final = 40 * 24 * 3600
 RECENT_REQUESTS: Final = 200
 # Duplicate request ids are looked for among at least this many most recent records (at most
-# twice as many); a record repeated further apart than that is counted twice. Bounded so memory
-# does not grow with the log, and small enough to stay in cache: duplicates come from a writer
-# repeating a line or a log read twice, which happens within seconds, not thousands of calls.
+# that plus one batch); a record repeated further apart than that is counted twice. Bounded so
+# memory does not grow with the log, and small enough to stay in cache: duplicates come from a
+# writer repeating a line or a log read twice, which happens within seconds, not thousands of
+# calls.
 DEDUP_WINDOW: Final = 20_000
 
 # Log-spaced histogram: bucket i holds values in (GAMMA**(i-1), GAMMA**i], so any percentile is
@@ -299,8 +300,8 @@ class Store:
     version: int = 0  # bumped on every change, so views can skip redraws when nothing moved
     last_epoch: float | None = None  # newest request end seen
     _series: dict[str, _ModelSeries] = field(default_factory=dict)
-    _recent_ids: dict[str, UsageRecord] = field(default_factory=dict)
-    _older_ids: dict[str, UsageRecord] = field(default_factory=dict)
+    _remembered: deque[dict[str, UsageRecord]] = field(default_factory=deque)
+    _remembered_count: int = 0
     _now: int = 0  # the latest clock reading given to ingest() or prune()
     _since_epoch: float = field(init=False, default=-math.inf)
     _since_quarter: int = field(init=False, default=-1)
@@ -324,18 +325,15 @@ class Store:
         """
         batch = records if isinstance(records, list) else list(records)
         horizon = self._horizon(now)
-        ids = [record.request_id for record in batch]
-        unique = set(ids)
-        # Duplicates are rare: check the whole batch at C speed and only walk it record by record
-        # when one is there.
+        by_id = {record.request_id: record for record in batch}
+        # Duplicates are rare: check the whole batch at C speed (dict views walk the smaller
+        # side) and only walk it record by record when one is there.
         if (
-            len(unique) == len(ids)
-            and "" not in unique
-            # dict views walk the smaller side; set.isdisjoint(dict) would walk the whole dict
-            and self._recent_ids.keys().isdisjoint(unique)
-            and self._older_ids.keys().isdisjoint(unique)
+            len(by_id) == len(batch)
+            and "" not in by_id
+            and all(seen.keys().isdisjoint(by_id.keys()) for seen in self._remembered)
         ):
-            kept = self._ingest_unique(batch, ids, horizon, now)
+            kept = self._ingest_unique(batch, by_id, horizon, now)
         else:
             kept = self._ingest_each(batch, horizon, now)
         if kept:
@@ -345,50 +343,62 @@ class Store:
         return kept
 
     def _ingest_unique(
-        self, batch: list[UsageRecord], ids: list[str], horizon: float, now: float
+        self, batch: list[UsageRecord], by_id: dict[str, UsageRecord], horizon: float, now: float
     ) -> int:
-        kept = self._apply_many(batch, 1, now, horizon)
+        too_old = self._apply_many(batch, 1, now, horizon)
+        kept = batch
+        if too_old:
+            kept = [record for record in batch if record.ts.timestamp() >= horizon]
+            by_id = {record.request_id: record for record in kept}
         # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all its records.
-        if len(kept) == len(batch):
-            self._remember(dict(zip(ids[-DEDUP_WINDOW:], batch[-DEDUP_WINDOW:], strict=True)))
-        else:
-            self._remember({record.request_id: record for record in kept[-DEDUP_WINDOW:]})
+        if len(by_id) > DEDUP_WINDOW:
+            by_id = {record.request_id: record for record in kept[-DEDUP_WINDOW:]}
+        self._remember(by_id)
         return len(kept)
 
     def _ingest_each(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
         kept = 0
+        this_batch: dict[str, UsageRecord] = {}
         for record in batch:
             if record.ts.timestamp() < horizon:
                 self.stats.too_old += 1
                 continue
             request_id = record.request_id
             if request_id:
-                previous = self._recent_ids.get(request_id) or self._older_ids.get(request_id)
+                previous = this_batch.get(request_id) or self._previous(request_id)
                 if previous is not None:
                     self._apply_many([previous], -1, now, horizon)
                     self.stats.replaced += 1
-                self._remember({request_id: record})
-            kept += len(self._apply_many([record], 1, now, horizon))
+                this_batch[request_id] = record
+            self._apply_many([record], 1, now, horizon)
+            kept += 1
+        self._remember(this_batch)
         return kept
 
-    def _remember(self, records_by_id: dict[str, UsageRecord]) -> None:
-        # Two generations of request ids: lookups stay O(1) and memory stays below about
-        # 2 x DEDUP_WINDOW entries without per-record bookkeeping of an eviction order.
-        self._recent_ids.update(records_by_id)
-        if len(self._recent_ids) >= DEDUP_WINDOW:
-            self._older_ids = self._recent_ids
-            self._recent_ids = {}
+    def _previous(self, request_id: str) -> UsageRecord | None:
+        for seen in reversed(self._remembered):
+            found = seen.get(request_id)
+            if found is not None:
+                return found
+        return None
 
-    def _apply_many(
-        self, records: list[UsageRecord], sign: int, now: float, horizon: float
-    ) -> list[UsageRecord]:
-        """Add (sign 1) or take back (sign -1) records; returns those inside the horizon.
+    def _remember(self, records_by_id: dict[str, UsageRecord]) -> None:
+        # The request ids of whole batches, newest last, dropped oldest first once the rest
+        # still holds DEDUP_WINDOW: no per-record bookkeeping, and a batch's dict is kept as it
+        # was built for the duplicate check. A duplicate within the batch is handled above.
+        generations = self._remembered
+        generations.append(records_by_id)
+        self._remembered_count += len(records_by_id)
+        while self._remembered_count - len(generations[0]) >= DEDUP_WINDOW:
+            self._remembered_count -= len(generations.popleft())
+
+    def _apply_many(self, records: list[UsageRecord], sign: int, now: float, horizon: float) -> int:
+        """Add (sign 1) or take back (sign -1) records; returns how many were older than the
+        horizon (and left out).
 
         The hot path of a catch-up over a month of log: written out flat, with everything the
         loop touches bound to locals, because each lookup and call here is paid per record.
         """
-        kept: list[UsageRecord] = []
-        keep = kept.append
         all_series = self._series
         since_epoch = self._since_epoch
         since_quarter = self._since_quarter
@@ -402,7 +412,6 @@ class Store:
             if epoch < horizon:
                 too_old += 1
                 continue
-            keep(record)
             series = all_series.get(record.model_id)
             if series is None:
                 series = all_series[record.model_id] = _ModelSeries()
@@ -463,15 +472,15 @@ class Store:
                     if vector is None:
                         vector = series.seconds[second] = _new_vector()
                     _add(vector, record, sign)
-            if sign > 0:
-                series.recent.append(record)
-                if epoch > newest:
-                    newest = epoch
+                if sign > 0:  # "recent requests" are the last day's
+                    series.recent.append(record)
+            if sign > 0 and epoch > newest:
+                newest = epoch
         if sign > 0:
             self.stats.too_old += too_old
             if newest > -math.inf:
                 self.last_epoch = newest
-        return kept
+        return too_old
 
     def prune(self, now: float) -> None:
         """Drop buckets that have left their windows. Cheap when called often."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ async def test_cloudwatch_live_on_screen_beside_the_log(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # moto keeps one in-memory account per process, shared by every server: start clean.
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
     now = time.time()
     cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
     import datetime as dt

@@ -149,7 +149,8 @@ def test_dedup_memory_is_bounded() -> None:
     batch = [record(epoch=NOW - 1, request_id=f"id-{i}") for i in range(DEDUP_WINDOW * 3)]
     for start in range(0, len(batch), 10_000):
         store.ingest(batch[start : start + 10_000], NOW)
-    assert len(store._recent_ids) + len(store._older_ids) <= 2 * DEDUP_WINDOW
+    assert DEDUP_WINDOW <= store._remembered_count <= DEDUP_WINDOW + 10_000
+    assert store._remembered_count == sum(len(seen) for seen in store._remembered)
 
 
 def test_tally_between_uses_the_finest_tier_that_covers_the_window() -> None:
