@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -134,6 +134,13 @@ class CloudWatchTotals:
                 p99=stats.get((metric, "p99")),
             )
 
+        return cls.from_lookups(count, latency)
+
+    @classmethod
+    def from_lookups(
+        cls, count: Callable[[str], int], latency: Callable[[str], LatencySummary]
+    ) -> CloudWatchTotals:
+        """Totals from a count per metric name and a latency summary per latency metric."""
         return cls(
             requests=count(INVOCATIONS),
             input_tokens=count(INPUT_TOKENS),
@@ -356,19 +363,10 @@ class CloudWatchStore:
         def count(metric: str) -> int:
             return round(self.sum(model_id, metric, start, end))
 
-        return CloudWatchTotals(
-            requests=count(INVOCATIONS),
-            input_tokens=count(INPUT_TOKENS),
-            output_tokens=count(OUTPUT_TOKENS),
-            cache_read_input_tokens=count(CACHE_READ),
-            cache_write_input_tokens=count(CACHE_WRITE),
-            client_errors=count(CLIENT_ERRORS),
-            server_errors=count(SERVER_ERRORS),
-            throttles=count(THROTTLES),
-            output_images=count(OUTPUT_IMAGES),
-            latency_ms=self.latency_window(model_id, LATENCY, start, end),
-            ttft_ms=self.latency_window(model_id, TTFT, start, end),
-        )
+        def latency(metric: str) -> LatencySummary:
+            return self.latency_window(model_id, metric, start, end)
+
+        return CloudWatchTotals.from_lookups(count, latency)
 
     def newest_minute(self, model_id: str | None = None) -> float | None:
         """Start (epoch seconds) of the newest minute holding any datapoint."""
