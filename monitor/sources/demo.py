@@ -7,6 +7,7 @@ store and views. Seeded, so a test can rely on what ``--demo --once`` prints.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -30,6 +31,10 @@ from monitor.records import (
 HISTORY_S = 15 * 60
 WRITE_EVERY_S = 0.2
 BURST_EVERY_S = 240.0
+BURST_FACTOR = 2.5
+# Bursts last 25 s on average every BURST_EVERY_S: the quiet rate is scaled down by this much so
+# that --demo-rate is the long-run mean rate.
+_BURST_MEAN_FACTOR = 1 + (BURST_FACTOR - 1) * 25.0 / (25.0 + BURST_EVERY_S)
 
 
 @dataclass(frozen=True)
@@ -159,9 +164,10 @@ class DemoWorkload:
             # 10 to 40 seconds at 2.5 times the rate.
             self._burst_until = self._next_burst + self._rng.uniform(10, 40)
             self._next_burst = self._burst_until + self._rng.expovariate(1 / BURST_EVERY_S)
+        base = self.rate_per_s / _BURST_MEAN_FACTOR
         if epoch < self._burst_until:
-            return self.rate_per_s * swell * 2.5
-        return self.rate_per_s * swell
+            return base * swell * BURST_FACTOR
+        return base * swell
 
     def arrivals(self, start: float, end: float) -> Iterator[UsageRecord]:
         """Records for calls ending in ``[start, end)``, in time order."""
@@ -267,6 +273,7 @@ class DemoWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._written_until = 0.0
+        self._fd: int | None = None  # kept open while the demo runs, as an application would
 
     def write_history(self, now: float, seconds: float = HISTORY_S) -> int:
         lines = list(self.workload.lines(now - seconds, now))
@@ -282,6 +289,13 @@ class DemoWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def _run(self) -> None:
         # Wake a few times a second and append whatever calls "ended" since the last wake: a
@@ -292,7 +306,11 @@ class DemoWriter:
                 self._written_until = now
             lines = list(self.workload.lines(self._written_until, now))
             self._written_until = now
-            try:
-                append_lines(self.path, lines)
-            except OSError:
+            if not lines:
                 continue
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                os.write(self._fd, b"".join(lines))
+            except OSError:
+                self._close()

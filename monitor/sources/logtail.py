@@ -282,6 +282,7 @@ class LogTailer:
         self._followed[identity] = followed
         with self._lock:
             self.state.errors.pop(path, None)
+            self.state.files[path] = offset
         return followed
 
     def _error(self, path: str, err: OSError) -> None:
@@ -295,6 +296,8 @@ class LogTailer:
         except OSError as err:
             self._error(followed.path, err)
             return 0
+        if size == followed.offset:
+            return 0  # the common case while idle: nothing new, nothing to record
         if size < followed.offset:  # truncated in place: the file starts again
             followed.offset = followed.start_offset = 0
             followed.partial = b""
