@@ -70,7 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--models", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=20.0, help="nominal demo rate (req/s)")
+    parser.add_argument("--rate", type=float, default=50.0, help="demo rate (req/s, steady)")
     parser.add_argument("--markers", type=int, default=25, help="fewer than the visible rows")
     parser.add_argument(
         "--external-writer",
@@ -89,7 +89,7 @@ def main() -> int:
         from monitor.sources.demo import DemoWorkload, DemoWriter
 
         workload_log = scratch / "workload.jsonl"
-        workload = DemoWorkload(models=args.models, rate_per_s=args.rate, seed=7)
+        workload = DemoWorkload(models=args.models, rate_per_s=args.rate, seed=7, steady=True)
         writer = DemoWriter(workload_log, workload)
         writer.write_history(time.time(), seconds=min(900.0, 6000 / args.rate))
         writer.start()
@@ -98,7 +98,7 @@ def main() -> int:
         )
     else:
         command = (
-            f"exec {sys.executable} -m monitor --demo --demo-models {args.models} "
+            f"exec {sys.executable} -m monitor --demo --demo-steady --demo-models {args.models} "
             f"--demo-rate {args.rate} --log {marks}"
         )
     started = time.perf_counter()

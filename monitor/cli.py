@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--demo-models", type=int, default=7, help=argparse.SUPPRESS)
     sources.add_argument("--demo-rate", type=float, default=6.0, help=argparse.SUPPRESS)
     sources.add_argument("--demo-seed", type=int, default=7, help=argparse.SUPPRESS)
+    sources.add_argument("--demo-steady", action="store_true", help=argparse.SUPPRESS)
     sources.add_argument("--profile", help="AWS profile for CloudWatch")
     sources.add_argument("--region", help="AWS region for CloudWatch")
     sources.add_argument("--endpoint-url", help="CloudWatch-compatible endpoint (tests, proxies)")

@@ -251,7 +251,10 @@ def open_session(
         scratch = tempfile.TemporaryDirectory(prefix="bedrock-top-demo-")
         log = Path(scratch.name) / "usage.jsonl"
         workload = DemoWorkload(
-            models=args.demo_models, rate_per_s=args.demo_rate, seed=args.demo_seed
+            models=args.demo_models,
+            rate_per_s=args.demo_rate,
+            seed=args.demo_seed,
+            steady=getattr(args, "demo_steady", False),
         )
         demo = DemoWriter(log, workload)
         # The live screen starts with a few thousand records of history at most, so that a fast

@@ -142,7 +142,11 @@ def demo_models(count: int) -> list[DemoModel]:
 class DemoWorkload:
     """Bursty arrivals over a set of models, as v1 records."""
 
-    def __init__(self, *, models: int = 7, rate_per_s: float = 6.0, seed: int = 7) -> None:
+    def __init__(
+        self, *, models: int = 7, rate_per_s: float = 6.0, seed: int = 7, steady: bool = False
+    ) -> None:
+        """``steady``: a constant rate, no swell and no bursts (benchmarks need a known load)."""
+        self.steady = steady
         self.models = demo_models(models)
         self.rate_per_s = rate_per_s
         self._rng = random.Random(seed)
@@ -153,6 +157,8 @@ class DemoWorkload:
         self._next_burst = 0.0
 
     def _rate_at(self, epoch: float) -> float:
+        if self.steady:
+            return self.rate_per_s
         # A slow swell plus short bursts: the shape real traffic has on a dashboard. Relative to
         # the first call, so that a seed gives the same workload whatever the clock says.
         if self._origin is None:
