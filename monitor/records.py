@@ -165,6 +165,22 @@ def format_ts(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S") + f".{utc.microsecond // 1000:03d}Z"
 
 
+_second_text: tuple[int, str] = (-1, "")
+
+
+def format_epoch_ts(epoch: float) -> str:
+    """:func:`format_ts` of a POSIX time, truncated to whole milliseconds. The writer's path: the
+    date and time of day are formatted once per second, not once per record."""
+    global _second_text
+    millis = math.floor(epoch * 1000)
+    second, milli = divmod(millis, 1000)
+    cached = _second_text
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _second_text = (second, text)
+    return f"{cached[1]}.{milli:03d}Z"
+
+
 def ts_from_epoch(epoch: float) -> datetime:
     """A timezone-aware UTC datetime truncated to whole milliseconds."""
     millis = math.floor(epoch * 1000)
@@ -211,7 +227,7 @@ def record_line(**fields: Unpack[RecordFields]) -> bytes:
         _encoder.encode(
             {
                 "v": RECORD_VERSION,
-                "ts": format_ts(ts_from_epoch(fields["epoch"])),
+                "ts": format_epoch_ts(fields["epoch"]),
                 "request_id": fields["request_id"],
                 "model_id": fields["model_id"],
                 "operation": fields["operation"],
