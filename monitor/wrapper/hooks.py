@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import logging
 import os
+import re
 import sys
 import time
 import weakref
@@ -77,7 +78,10 @@ _json_decode = msgspec.json.decode
 
 # A chunk without any of these carries no count: once the first content has been seen, such
 # chunks are kept undecoded (for an estimate, should no count ever arrive) instead of parsed.
-_COUNT_MARKERS: Final = (b"usage", b"invocationMetrics", b"metadata", b"token_count", b"TokenCount")
+# A chunk that may carry counts; any other chunk is only kept in case an estimate is needed.
+_COUNT_MARKER: Final = re.compile(rb"usage|invocationMetrics|metadata|token_count|TokenCount")
+# Output kept (unparsed) for an estimate, per call, at most.
+MAX_PENDING_OUTPUTS: Final = 4096
 
 
 class CallMeter:
@@ -99,6 +103,7 @@ class CallMeter:
         "output_text",
         "params",
         "pending_chunks",
+        "pending_outputs",
         "pending_size",
         "region",
         "request_id",
@@ -134,6 +139,7 @@ class CallMeter:
         self.latency_ms: float | None = None
         self.ttft_ms: float | None = None
         self.pending_chunks: list[bytes] = []
+        self.pending_outputs: list[Any] = []
         self.pending_size = 0
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
@@ -248,7 +254,7 @@ class CallMeter:
             if self.ttft_ms is None:
                 self.ttft_ms = self.elapsed_ms()
             if self.output_text is not None:
-                self.collect_output(delta.get("delta"))
+                self.defer_output(delta.get("delta"))
         elif "contentBlockStart" in event:
             if self.ttft_ms is None:
                 self.ttft_ms = self.elapsed_ms()
@@ -263,7 +269,7 @@ class CallMeter:
         data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
         if not data:
             return
-        if self.ttft_ms is not None and not any(marker in data for marker in _COUNT_MARKERS):
+        if self.ttft_ms is not None and not _COUNT_MARKER.search(data):
             if self.output_text is not None and self.pending_size < MAX_BODY_BYTES:
                 self.pending_chunks.append(data)
                 self.pending_size += len(data)
@@ -307,7 +313,7 @@ class CallMeter:
         ):
             self.ttft_ms = self.elapsed_ms()
         if self.output_text is not None and not self.final:
-            self.collect_output(doc)
+            self.defer_output(doc)
 
     def on_stream_end(self) -> None:
         if self.latency_ms is None:
@@ -331,6 +337,11 @@ class CallMeter:
             self.finish("ok" if self.final else "aborted")
 
     # -- the record ----------------------------------------------------------------------------
+
+    def defer_output(self, value: Any) -> None:
+        """Keep streamed output for an estimate; its text is only walked if one is needed."""
+        if len(self.pending_outputs) < MAX_PENDING_OUTPUTS:
+            self.pending_outputs.append(value)
 
     def collect_output(self, value: Any) -> None:
         if self.output_text is not None and self.text_budget > 0:
@@ -375,6 +386,7 @@ class CallMeter:
             self.output_text = None
             self.body_parts = None
             self.pending_chunks = []
+            self.pending_outputs = []
         instrumentation.writer.write(line)
 
     def _resolved_counts(self, status: str) -> tuple[Counts, str]:
@@ -385,6 +397,8 @@ class CallMeter:
             return counts, self.token_source
         if self.params is None:  # estimates off
             return (counts, self.token_source) if counts is not None else (Counts(), "none")
+        for value in self.pending_outputs:
+            self.collect_output(value)
         for data in self.pending_chunks:
             with contextlib.suppress(msgspec.DecodeError):
                 self.collect_output(_json_decode(data))
