@@ -8,6 +8,7 @@ store and views. Seeded, so a test can rely on what ``--demo --once`` prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -109,32 +110,12 @@ def demo_models(count: int) -> list[DemoModel]:
             else base.model_id
         )
         candidate = f"{prefix}{bare}"
-        if all(model.model_id != candidate for model in models):
-            models.append(
-                DemoModel(
-                    candidate,
-                    base.operation,
-                    base.share * 0.5,
-                    base.input_median,
-                    base.output_median,
-                    base.ms_per_output_token,
-                    base.base_latency_ms,
-                    base.cache,
-                )
-            )
-        else:
-            models.append(
-                DemoModel(
-                    f"{candidate}-{index}",
-                    base.operation,
-                    base.share * 0.5,
-                    base.input_median,
-                    base.output_median,
-                    base.ms_per_output_token,
-                    base.base_latency_ms,
-                    base.cache,
-                )
-            )
+        if any(model.model_id == candidate for model in models):
+            candidate = f"{candidate}-{index}"
+        # Variants share their base's shape at half its share of the traffic.
+        models.append(
+            dataclasses.replace(base, model_id=candidate, share=base.share * 0.5, estimate_rate=0.0)
+        )
         index += 1
     return models
 
