@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.formatting import parse_duration, parse_since
+from monitor.formatting import parse_since
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
@@ -195,6 +195,3 @@ def run_live(args: argparse.Namespace) -> int:
         return run_once(args)
     status: int = run_app(args)
     return status
-
-
-__all__ = ["main", "parse_args", "parse_duration"]

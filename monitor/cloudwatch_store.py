@@ -274,9 +274,6 @@ class CloudWatchStore:
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._series
 
-    def series_keys(self, model_id: str) -> list[SeriesKey]:
-        return sorted(self._series.get(model_id, {}))
-
     def value(self, model_id: str, metric: str, stat: str, epoch_s: float) -> float | None:
         """The datapoint of the minute holding ``epoch_s``, or None when there is none."""
         ring = self._ring(model_id, metric, stat)

@@ -4,7 +4,6 @@ objects, so each part stays testable without a terminal."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -129,7 +128,6 @@ class LiveCloudWatch:
 
     def __init__(self, source: CloudWatchSource) -> None:
         self.source = source
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> int:
@@ -137,7 +135,7 @@ class LiveCloudWatch:
 
     async def start(self) -> None:
         await self.source.start()
-        self._task = self.source.run_in_background()
+        self.source.run_in_background()
 
     async def stop(self) -> None:
         await self.source.stop()

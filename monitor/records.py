@@ -181,12 +181,6 @@ def format_epoch_ts(epoch: float) -> str:
     return f"{cached[1]}.{milli:03d}Z"
 
 
-def ts_from_epoch(epoch: float) -> datetime:
-    """A timezone-aware UTC datetime truncated to whole milliseconds."""
-    millis = math.floor(epoch * 1000)
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
-
-
 def to_json_line(record: UsageRecord) -> bytes:
     """Serialise a record as one line, newline included, ready for a single ``write``."""
     fields = msgspec.structs.asdict(record)

@@ -72,10 +72,6 @@ class Session:
     args: argparse.Namespace | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
-    @property
-    def store(self):  # type: ignore[no-untyped-def]
-        return self.feed.store
-
     def local_costs(self) -> dict[str, float | None]:
         """USD per model over the report window; None where unpriced."""
         store = self.feed.store

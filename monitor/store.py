@@ -93,10 +93,6 @@ class Tally:
             + self.cache_write_input_tokens
         )
 
-    @classmethod
-    def from_vector(cls, vector: list[int]) -> Tally:
-        return cls(*vector)
-
     def __add__(self, other: Tally) -> Tally:
         return Tally(*(a + b for a, b in zip(self.as_vector(), other.as_vector(), strict=True)))
 

@@ -296,7 +296,7 @@ _NO_REGION_MESSAGE: Final = (
 )
 
 
-def plan_calls(queries: int, minutes: int) -> int:
+def queries_per_call(minutes: int) -> int:
     """Queries per GetMetricData call for a time range of ``minutes`` datapoints per query."""
     return max(1, min(MAX_QUERIES_PER_CALL, MAX_DATAPOINTS_PER_CALL // max(1, minutes)))
 
@@ -747,7 +747,7 @@ class CloudWatchSource:
     ) -> dict[Query, dict[float, float]]:
         """Run queries in as few calls as the limits allow, following NextToken."""
         minutes = max(1, math.ceil((end - start) / period_s))
-        per_call = plan_calls(len(queries), minutes)
+        per_call = queries_per_call(minutes)
         results: dict[Query, dict[float, float]] = {}
         problems: list[str] = list(self._issues)
         paginator = client.get_paginator("get_metric_data")

@@ -94,12 +94,6 @@ class ModelTable(Widget, can_focus=True):
             return None
         return self._rows[min(self._cursor, len(self._rows) - 1)].model_id
 
-    def set_columns(self, columns: Sequence[Column]) -> None:
-        self._all_columns = list(columns)
-        self._layout_width = -1
-        self._relayout()
-        self.refresh()
-
     def set_sort(self, key: str, reverse: bool) -> None:
         self._sort_key, self._reverse = key, reverse
         self._strips.clear()
