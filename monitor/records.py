@@ -209,39 +209,143 @@ class RecordFields(TypedDict):
     tags: NotRequired[dict[str, str] | None]
 
 
-def record_line(**fields: Unpack[RecordFields]) -> bytes:
-    """One validated record as a complete line, newline included, ready for a single ``write``.
+_OPERATION_SET: Final = frozenset(OPERATIONS)
+# 10000-01-01T00:00:00Z: four-digit years only, as ISO 8601 and the decoder want them.
+_MAX_EPOCH: Final = 253_402_300_800.0
+_STATUS_SET: Final = frozenset(STATUSES)
+_TOKEN_SOURCE_SET: Final = frozenset(TOKEN_SOURCES)
 
-    The writer's path: the line is encoded once and checked once by the same decoder the reader
-    uses, so a writer can never emit a line that the reader would reject. Raises
-    :class:`RecordError`.
+
+def _is_millis(value: object) -> bool:
+    return type(value) in (int, float) and 0.0 <= value <= MAX_LATENCY_MS  # type: ignore[operator]
+
+
+def _field_problem(
+    request_id: object,
+    model_id: object,
+    operation: object,
+    region: object,
+    counts: tuple[object, ...],
+    latency_ms: object,
+    ttft_ms: object,
+    status: object,
+    error_code: object,
+    token_source: object,
+    app: object,
+    tags: object,
+) -> str | None:
+    """The first field that :class:`UsageRecord`'s constraints would reject, or None.
+
+    The same rules as the decoder's, checked on the values before encoding: the writer's hot
+    path must not pay for a decode of its own line. ``test_records`` checks, over generated
+    values, that this function and the decoder always agree.
     """
-    ttft_ms = fields.get("ttft_ms")
+    if type(request_id) is not str or len(request_id) > 256:
+        return "request_id"
+    if type(model_id) is not str or not 1 <= len(model_id) <= 2048:
+        return "model_id"
+    if operation not in _OPERATION_SET:
+        return "operation"
+    if type(region) is not str or len(region) > 256:
+        return "region"
+    for count in counts:
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+            return "token count"
+    if not _is_millis(latency_ms):
+        return "latency_ms"
+    if ttft_ms is not None and not _is_millis(ttft_ms):
+        return "ttft_ms"
+    if status not in _STATUS_SET:
+        return "status"
+    if error_code is not None and (type(error_code) is not str or len(error_code) > 256):
+        return "error_code"
+    if token_source not in _TOKEN_SOURCE_SET:
+        return "token_source"
+    if app is not None and (type(app) is not str or len(app) > 256):
+        return "app"
+    if tags is not None:
+        if type(tags) is not dict or len(tags) > 32:
+            return "tags"
+        for key, value in tags.items():
+            if type(key) is not str or type(value) is not str or len(key) > 64 or len(value) > 256:
+                return "tags"
+    return None
+
+
+def record_line(
+    *,
+    epoch: float,
+    request_id: str,
+    model_id: str,
+    operation: Operation,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: float,
+    status: Status,
+    token_source: TokenSource,
+    region: str = "",
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    ttft_ms: float | None = None,
+    error_code: str | None = None,
+    app: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> bytes:
+    """One valid record as a complete line, newline included, ready for a single ``write``.
+
+    The writer's path (the wrapper and the demo): the values are checked against the record's
+    constraints before the line is encoded, so a writer can never emit a line that the reader
+    would reject. Raises :class:`RecordError`.
+    """
+    if not 0.0 <= epoch < _MAX_EPOCH:
+        raise RecordError("invalid ts", f"{epoch!r} is not a time between 1970 and 9999")
+    # Rounded as written; only floats, so that a bool stays a bool and is refused below.
+    if type(latency_ms) is float:
+        latency_ms = round(latency_ms, 3)
+    if type(ttft_ms) is float:
+        ttft_ms = round(ttft_ms, 3)
+    problem = _field_problem(
+        request_id,
+        model_id,
+        operation,
+        region,
+        (input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens),
+        latency_ms,
+        ttft_ms,
+        status,
+        error_code,
+        token_source,
+        app,
+        tags,
+    )
+    if problem is not None:
+        raise RecordError(f"invalid {problem}", "value outside the v1 record's limits")
     line = (
         _encoder.encode(
             {
                 "v": RECORD_VERSION,
-                "ts": format_epoch_ts(fields["epoch"]),
-                "request_id": fields["request_id"],
-                "model_id": fields["model_id"],
-                "operation": fields["operation"],
-                "region": fields.get("region", ""),
-                "input_tokens": fields["input_tokens"],
-                "output_tokens": fields["output_tokens"],
-                "cache_read_input_tokens": fields.get("cache_read_input_tokens", 0),
-                "cache_write_input_tokens": fields.get("cache_write_input_tokens", 0),
-                "latency_ms": round(fields["latency_ms"], 3),
-                "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
-                "status": fields["status"],
-                "error_code": fields.get("error_code"),
-                "token_source": fields["token_source"],
-                "app": fields.get("app"),
-                "tags": fields.get("tags"),
+                "ts": format_epoch_ts(epoch),
+                "request_id": request_id,
+                "model_id": model_id,
+                "operation": operation,
+                "region": region,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": cache_read_input_tokens,
+                "cache_write_input_tokens": cache_write_input_tokens,
+                "latency_ms": latency_ms,
+                "ttft_ms": ttft_ms,
+                "status": status,
+                "error_code": error_code,
+                "token_source": token_source,
+                "app": app,
+                "tags": tags,
             }
         )
         + b"\n"
     )
-    parse_line(line)
+    if len(line) > MAX_LINE_BYTES:  # only reachable through escaping of long strings
+        raise RecordError("line too long", f"{len(line)} bytes (limit {MAX_LINE_BYTES})")
     return line
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +11,10 @@ from hypothesis import strategies as st
 from monitor.records import (
     MAX_LINE_BYTES,
     RecordError,
+    format_epoch_ts,
     parse_chunk,
     parse_line,
+    record_line,
     to_json_line,
 )
 from tests.conftest import record
@@ -163,3 +166,122 @@ def test_field_mutations_either_parse_valid_or_reject(changes: dict[str, object]
 def test_valid_records_round_trip(inp: int, out: int, latency: float, epoch: float) -> None:
     original = record(epoch=epoch, input_tokens=inp, output_tokens=out, latency_ms=latency)
     assert parse_line(to_json_line(original)) == original
+
+
+VALID_FIELDS: dict[str, object] = {
+    "epoch": 1_764_000_000.25,
+    "request_id": "r",
+    "model_id": "m",
+    "operation": "Converse",
+    "region": "us-east-1",
+    "input_tokens": 1,
+    "output_tokens": 2,
+    "cache_read_input_tokens": 0,
+    "cache_write_input_tokens": 0,
+    "latency_ms": 3.5,
+    "ttft_ms": None,
+    "status": "ok",
+    "error_code": None,
+    "token_source": "header",
+    "app": None,
+    "tags": None,
+}
+
+
+def _lengths(limit: int, fill: str) -> list[str]:
+    return [fill * n for n in (0, 1, limit - 1, limit, limit + 1)]
+
+
+# For each field: values at, just inside and just outside each of its limits, and wrong types.
+BOUNDARY_VALUES: dict[str, list[object]] = {
+    "epoch": [-1.0, 0.0, 253_402_300_799.0, 253_402_300_800.0, math.inf, math.nan],
+    "request_id": [*_lengths(256, "r"), 5],
+    "model_id": [*_lengths(2048, "m"), None],
+    "operation": ["InvokeModel", "InvokeModelWithResponseStream", "ConverseStream", "Invoke", ""],
+    "region": [*_lengths(256, "e"), None],
+    "input_tokens": [0, 100_000_000, 100_000_001, -1, True, 2.0, "3"],
+    "output_tokens": [0, 100_000_000, 100_000_001, -1, False],
+    "cache_read_input_tokens": [0, 100_000_000, 100_000_001, -1],
+    "cache_write_input_tokens": [0, 100_000_000, 100_000_001, -1],
+    "latency_ms": [0, 0.0, 86_400_000.0, 86_400_000.0004, 86_400_000.001, -0.001, True, "1"],
+    "ttft_ms": [None, 0.0, 86_400_000.0, 86_400_000.001, -0.001, math.inf, False],
+    "status": ["ok", "client_error", "server_error", "throttled", "aborted", "OK", ""],
+    "error_code": [None, *_lengths(256, "c"), 1],
+    "token_source": ["header", "body", "stream", "estimate", "none", "guess"],
+    "app": [None, *_lengths(256, "a"), 7],
+    "tags": [
+        None,
+        {},
+        *({"k" * n: "v"} for n in (1, 63, 64, 65)),
+        *({"k": "v" * n} for n in (0, 255, 256, 257)),
+        *({f"t{i}": "v" for i in range(n)} for n in (31, 32, 33)),
+        {"k": 1},
+        ["k", "v"],
+    ],
+}
+
+
+def _assert_writer_agrees_with_reader(fields: dict[str, object]) -> None:
+    """record_line checks values instead of decoding its own line: it must accept exactly what
+    the reader accepts, and write what the reader reads back."""
+    try:
+        line = record_line(**fields)  # type: ignore[arg-type]
+    except RecordError:
+        written = None
+    else:
+        written = parse_line(line)
+    # What the reader makes of the same values, encoded without any check.
+    raw = dict(fields)
+    epoch = raw.pop("epoch")
+    try:
+        raw["ts"] = format_epoch_ts(epoch)  # type: ignore[arg-type]
+    except (ValueError, OverflowError, OSError):
+        assert written is None
+        return
+    for name in ("latency_ms", "ttft_ms"):
+        value = raw[name]
+        if isinstance(value, float):
+            if not math.isfinite(value):  # JSON has no such number: the writer must refuse it
+                assert written is None
+                return
+            raw[name] = round(value, 3)
+    try:
+        read = parse_line(msgspec.json.encode({"v": 1, **raw}))
+    except (RecordError, TypeError, ValueError):
+        read = None
+    if written is None and read is not None:
+        # The one rule of the writer's own: record times before 1970 are refused.
+        assert read.epoch < 0, read
+        return
+    assert (written is None) == (read is None), (fields, written, read)
+    if written is not None:
+        assert written == read
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, value) for name, values in BOUNDARY_VALUES.items() for value in values],
+)
+def test_writer_checks_agree_with_the_reader_at_each_limit(name: str, value: object) -> None:
+    _assert_writer_agrees_with_reader(dict(VALID_FIELDS, **{name: value}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {name: st.sampled_from(values) for name, values in BOUNDARY_VALUES.items()}
+    ),
+    st.sets(st.sampled_from(sorted(VALID_FIELDS)), min_size=2, max_size=3),
+)
+def test_writer_checks_agree_with_the_reader_on_combinations(
+    candidates: dict[str, object], names: set[str]
+) -> None:
+    _assert_writer_agrees_with_reader(
+        dict(VALID_FIELDS, **{name: candidates[name] for name in names})
+    )
+
+
+def test_writer_refuses_tag_keys_that_are_not_strings() -> None:
+    # JSON would turn the key 1 into "1": the writer refuses rather than change the tag.
+    with pytest.raises(RecordError, match="tags"):
+        record_line(**dict(VALID_FIELDS, tags={1: "v"}))  # type: ignore[arg-type]
