@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from monitor.records import UsageRecord, to_json_line
-from monitor.sources.logtail import LogTailer, find_start_offset, record_ts
+from monitor.sources.logtail import ROTATE_WAIT_S, LogTailer, find_start_offset, record_ts
 from tests.conftest import record, write_lines
 
 
@@ -92,6 +92,49 @@ def test_rotation_finishes_the_old_file_then_reads_the_new(tmp_path: Path) -> No
     write_lines(log, record(request_id="after"))
     tail.poll()
     assert got.ids == ["before", "late-to-old", "after"]
+
+
+def test_lines_appended_to_a_rotated_file_after_the_switch_are_still_read(tmp_path: Path) -> None:
+    """Writers notice a rotation only at their next identity check: lines they append to the old
+    file after the tailer moved to the new one are read for ROTATE_WAIT_S, then it is closed."""
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(request_id="before"))
+    tail, got = tailer_for(log)
+    start = time.monotonic()
+    tail.poll(now_monotonic=start)
+    with log.open("ab") as late_writer:
+        log.rename(tmp_path / "usage.jsonl.1")
+        write_lines(log, record(request_id="new"))
+        tail.poll(now_monotonic=start + 0.1)  # the tailer is on the new file now
+        tail.poll(now_monotonic=start + 1.0)
+        late_writer.write(to_json_line(record(request_id="late")))
+        late_writer.flush()
+        tail.poll(now_monotonic=start + 1.5)
+        assert sorted(got.ids) == ["before", "late", "new"]
+        assert list(tail.state.files) == [str(log)]  # the old file is not shown as followed
+        tail.poll(now_monotonic=start + 0.2 + ROTATE_WAIT_S)
+        late_writer.write(to_json_line(record(request_id="too-late")))
+        late_writer.flush()
+        tail.poll(now_monotonic=start + 0.3 + ROTATE_WAIT_S)
+    assert sorted(got.ids) == ["before", "late", "new"]
+    assert len(tail._followed) == 1  # the rotated file was let go
+
+
+def test_lines_written_to_a_deleted_log_within_the_wait_are_read(tmp_path: Path) -> None:
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(request_id="kept"))
+    tail, got = tailer_for(log)
+    start = time.monotonic()
+    tail.poll(now_monotonic=start)
+    with log.open("ab") as writer:
+        log.unlink()
+        tail.poll(now_monotonic=start + 0.1)
+        tail.poll(now_monotonic=start + 1.0)
+        writer.write(to_json_line(record(request_id="into-the-deleted-file")))
+        writer.flush()
+        tail.poll(now_monotonic=start + 1.5)
+    assert got.ids == ["kept", "into-the-deleted-file"]
+    assert tail.state.files == {}
 
 
 def test_rotation_with_a_glob_does_not_read_a_file_twice(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from monitor.records import parse_line
+from monitor.records import parse_line, to_json_line
+from monitor.sources.logtail import ROTATE_WAIT_S, LogTailer
 from monitor.wrapper import dropped_records, instrument
 from monitor.wrapper.writer import UsageLogWriter, parse_max_bytes, rotated_path
 from tests.bedrock_server import TEST_AWS_ENV, BedrockServer, converse_reply, read_records
@@ -116,8 +118,26 @@ def test_writer_follows_a_removed_directory(tmp_path: Path) -> None:
     writer = UsageLogWriter(log)
     assert writer.write(b"first\n")
     shutil.rmtree(log.parent)
+    time.sleep(writer.identity_check_s)  # the path is checked at most this often
     assert writer.write(b"second\n")
     assert log.read_bytes() == b"second\n"
+
+
+def test_writer_checks_the_path_at_most_every_identity_check(tmp_path: Path) -> None:
+    """Between checks a record goes to the file already open (where a tailer still reads it,
+    see test_logtail); after the check, to the file the path names."""
+    log = tmp_path / "usage.jsonl"
+    writer = UsageLogWriter(log)
+    writer.identity_check_s = 3600.0
+    assert writer.write(b"one\n")
+    log.rename(rotated_path(log))
+    assert writer.write(b"two\n")
+    assert not log.exists()
+    assert rotated_path(log).read_bytes() == b"one\ntwo\n"
+    writer._check_due = 0.0  # the hour has passed
+    assert writer.write(b"three\n")
+    assert log.read_bytes() == b"three\n"
+    assert UsageLogWriter.identity_check_s < ROTATE_WAIT_S  # late records reach the tailer
 
 
 def test_rotation_size_setting() -> None:
@@ -196,3 +216,21 @@ def test_log_recovers_once_writable_again(client_for: Any, tmp_path: Path) -> No
     blocker.unlink()
     client.converse(modelId="m", messages=MESSAGES)
     assert len(read_records(blocker / "usage.jsonl")) == 1
+
+
+def test_a_tailer_sees_every_record_of_writers_that_rotate(tmp_path: Path) -> None:
+    """Two writers (as two processes would) rotate one log every ~50 lines while a tailer
+    follows its path: every record is read exactly once, including those a writer appended to
+    a file already rotated away before its next identity check."""
+    from tests.conftest import record
+
+    log = tmp_path / "usage.jsonl"
+    writers = [UsageLogWriter(log, max_bytes=20_000) for _ in range(2)]
+    seen: list[str] = []
+    tail = LogTailer([str(log)], lambda batch: seen.extend(r.request_id for r in batch))
+    for index in range(3000):
+        assert writers[index % 2].write(to_json_line(record(request_id=f"r{index}")))
+        if index % 40 == 0:
+            tail.poll()
+    tail.poll()
+    assert len(seen) == len(set(seen)) == 3000

@@ -1,9 +1,10 @@
 """Follow usage logs with ``tail -F`` semantics.
 
 Files are followed by identity (device, inode), not by name: a rotated file is read to its end
-through the handle already open, then the new file at the path is read from its start; a file that
-shrinks was truncated and is read again from the start; a path that does not exist yet is waited
-for. Only complete lines are parsed; a partial last line waits for its newline.
+through the handle already open (and for ``ROTATE_WAIT_S`` more, for late writers), while the
+new file at the path is read from its start; a file that shrinks was truncated and is read again
+from the start; a path that does not exist yet is waited for. Only complete lines are parsed; a
+partial last line waits for its newline.
 
 On start-up each file is entered at the first line whose timestamp could be inside the oldest
 window the views need, found by binary search on the (time-ordered) file, so start-up time does
@@ -28,6 +29,10 @@ from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_chunk
 READ_BYTES = 4 * 1024 * 1024
 POLL_INTERVAL_S = 0.05
 GLOB_REFRESH_S = 1.0
+# How long a rotated or deleted file is still read after its path stops naming it: longer than
+# the wrapper's identity check (``monitor.wrapper.writer.IDENTITY_CHECK_S``), like fluent-bit's
+# ``Rotate_Wait``.
+ROTATE_WAIT_S = 2.0
 # Concurrent writers append in request-end order only approximately; enter a file this much
 # earlier than asked so that a slightly late line is not skipped.
 SEEK_SLACK_S = 300.0
@@ -135,6 +140,8 @@ class _FollowedFile:
         self.discarding = False  # inside an over-long line, dropping bytes until its newline
         self.lines_since_start = 0
         self.line_base: int | None = 0 if offset == 0 else None
+        # When the file stopped being reachable by its path (rotated away or deleted).
+        self.gone_since: float | None = None
 
     def line_number(self, lines_since_start: int) -> str:
         """``path:line`` for a 1-based line number counted from the file's start. Counting the
@@ -233,18 +240,25 @@ class LogTailer:
                 continue
             current[(info.st_dev, info.st_ino)] = path
         total = 0
-        # Files no longer reachable by any matching path were rotated away: finish them first.
+        # Files no longer reachable by any matching path were rotated away or deleted: read them
+        # first, and keep reading them for ROTATE_WAIT_S, since writers notice a rotation only
+        # at their next identity check and may append a few more lines to the old file.
         for identity in [key for key in self._followed if key not in current]:
-            followed = self._followed.pop(identity)
+            followed = self._followed[identity]
             total += self._drain(followed)
-            os.close(followed.fd)
-            with self._lock:
-                self.state.files.pop(followed.path, None)
+            if followed.gone_since is None:
+                followed.gone_since = clock
+                with self._lock:
+                    self.state.files.pop(followed.path, None)
+            elif clock - followed.gone_since >= ROTATE_WAIT_S:
+                del self._followed[identity]
+                os.close(followed.fd)
         for identity, path in current.items():
             known = self._followed.get(identity) or self._open(path, identity)
             if known is None:
                 continue
             known.path = path
+            known.gone_since = None
             total += self._drain(known)
         self._first_pass = False
         return total
@@ -317,8 +331,9 @@ class LogTailer:
                 break
             followed.offset += len(block)
             total += self._consume(followed, block)
-        with self._lock:
-            self.state.files[followed.path] = followed.offset
+        if followed.gone_since is None:
+            with self._lock:
+                self.state.files[followed.path] = followed.offset
         return total
 
     def _consume(self, followed: _FollowedFile, block: bytes) -> int:

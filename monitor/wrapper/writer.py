@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 try:
@@ -23,6 +24,9 @@ except ImportError:  # pragma: no cover - not on Linux or macOS
 logger = logging.getLogger("monitor.wrapper")
 
 ROTATE_ENV = "BEDROCK_TOP_LOG_MAX_BYTES"
+# How often a writer checks that its path still names the file it appends to. The tailer keeps a
+# rotated file open for longer than this (``monitor.sources.logtail.ROTATE_WAIT_S``).
+IDENTITY_CHECK_S = 0.25
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -78,10 +82,15 @@ def parse_max_bytes(text: str | None) -> int | None:
 class UsageLogWriter:
     """One log file, appended to by any number of threads of this process.
 
-    The descriptor is reopened whenever the path no longer names the file it refers to (the log
-    was rotated, deleted, or its directory removed and recreated), so records always land in the
-    file a tailer is following. The lock only covers the ``stat`` + ``write`` of one line.
+    The descriptor is reopened when the path no longer names the file it refers to (the log was
+    rotated, deleted, or its directory removed and recreated). That is checked with a ``stat`` of
+    the path at most every ``identity_check_s`` rather than before every record, which would
+    cost a system call per Bedrock call: a record written in that window still reaches the
+    monitor, whose tailer keeps reading a rotated or deleted file for ``ROTATE_WAIT_S``
+    (longer than this window) before letting it go. The lock only covers one line's write.
     """
+
+    identity_check_s: float = IDENTITY_CHECK_S
 
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
@@ -93,6 +102,7 @@ class UsageLogWriter:
         self._deferred: list[bytes] = []
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._check_due = 0.0
 
     def write(self, line: bytes) -> bool:
         """Append one complete line. Returns False (and counts a drop) if it was not written."""
@@ -136,6 +146,10 @@ class UsageLogWriter:
 
     def _descriptor(self) -> int:
         if self._fd is not None:
+            now = time.monotonic()
+            if now < self._check_due:
+                return self._fd
+            self._check_due = now + self.identity_check_s
             try:
                 st = os.stat(self.path)
                 if (st.st_dev, st.st_ino) == self._identity:
@@ -147,6 +161,7 @@ class UsageLogWriter:
         fd = os.open(self.path, _OPEN_FLAGS, 0o600)
         st = os.fstat(fd)
         self._fd, self._identity = fd, (st.st_dev, st.st_ino)
+        self._check_due = time.monotonic() + self.identity_check_s
         return fd
 
     def _rotate(self, fd: int) -> None:
