@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -411,6 +414,75 @@ def test_exception_event_mid_stream(
     record = only_record(log)
     assert record.status == "aborted"
     assert record.error_code == "throttlingException"
+
+
+LONG_TEXTS = tuple(f" w{index}" for index in range(3 * hooks_module.HOLD_EVENTS + 7))
+
+
+@pytest.mark.parametrize("counts", ["at the end", "none"])
+def test_long_converse_stream_is_read_in_batches(
+    client: Any, server: BedrockServer, log: Path, counts: str
+) -> None:
+    """More events than the wrapper holds at once: counts from the end, or (with none sent) an
+    estimate over every delta, as if each had been read on arrival."""
+    server.script(converse_stream_reply(LONG_TEXTS, output_tokens=1550, metadata=counts != "none"))
+    events = list(client.converse_stream(modelId="m", messages=MESSAGES)["stream"])
+    assert len(events) == len(LONG_TEXTS) + 3 + (counts != "none")
+    record = only_record(log)
+    assert record.status == "ok"
+    if counts == "none":
+        assert record.token_source == "estimate"
+        # One token per 4 characters, rounded up, per piece: " w12" is 1, " w1234" is 2.
+        assert record.output_tokens == sum(-(-len(text) // 4) for text in LONG_TEXTS)
+    else:
+        assert (record.token_source, record.input_tokens, record.output_tokens) == (
+            "stream",
+            17,
+            1550,
+        )
+
+
+def test_long_invoke_stream_without_metrics_keeps_the_last_cumulative_count(
+    client: Any, server: BedrockServer, log: Path
+) -> None:
+    chunks = anthropic_stream_chunks(LONG_TEXTS, 61, 2, cache_read=0, cache_write=0)
+    # Running totals spread over the stream, in different batches: the last one counts.
+    for position, total in ((300, 400), (900, 1200)):
+        chunks.insert(
+            position, {"type": "message_delta", "delta": {}, "usage": {"output_tokens": total}}
+        )
+    chunks[-2]["usage"]["output_tokens"] = 1580
+    server.script(invoke_stream_reply(chunks=chunks, invocation_metrics=False))
+    events = list(
+        client.invoke_model_with_response_stream(modelId="m", body=ANTHROPIC_BODY)["body"]
+    )
+    assert len(events) == len(chunks)
+    record = only_record(log)
+    assert (record.token_source, record.input_tokens, record.output_tokens) == ("stream", 61, 1580)
+
+
+def test_stream_still_open_at_interpreter_exit_is_recorded(
+    server: BedrockServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "usage.jsonl"
+    script = (
+        "import boto3, sys\n"
+        "from monitor.wrapper import instrument\n"
+        "client = instrument(boto3.client('bedrock-runtime', region_name='us-east-1',"
+        f" endpoint_url={server.endpoint_url!r}), log_path={str(log)!r}, app='exiting')\n"
+        "STREAM = client.converse_stream(modelId='m', messages=[{'role': 'user',"
+        " 'content': [{'text': 'hi'}]}])['stream']\n"
+        "next(iter(STREAM))\n"  # one event read, the rest left; the module keeps the stream
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    record = only_record(log)
+    assert (record.app, record.operation, record.status) == ("exiting", "ConverseStream", "aborted")
 
 
 def _start_stream(client: Any, operation: str) -> Any:

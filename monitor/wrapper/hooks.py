@@ -7,12 +7,19 @@ Bodies and event streams are read later by the caller, so the objects the caller
 given a metered subclass of their own class (same object, same attributes, same methods) that
 watches the bytes and events go by. Every path out of a meter writes exactly one record.
 
+Per stream event the wrapper does as little as it can: events are looked at one by one only
+until the first content arrives (for ``ttft_ms``); after that they are only kept, and read when
+the stream ends, where the counts are in the last event or two (``metadata``, or the
+``amazon-bedrock-invocationMetrics`` of the last chunk). Long streams are read in batches of
+``HOLD_EVENTS`` so that memory stays bounded.
+
 Nothing in this module may change what the caller sees or raise into the caller: every hook and
 every metering step catches its own failures and counts the record as dropped.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import logging
@@ -20,7 +27,6 @@ import os
 import re
 import sys
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -80,22 +86,26 @@ _json_decode = msgspec.json.decode
 # chunks are kept undecoded (for an estimate, should no count ever arrive) instead of parsed.
 # A chunk that may carry counts; any other chunk is only kept in case an estimate is needed.
 _COUNT_MARKER: Final = re.compile(rb"usage|invocationMetrics|metadata|token_count|TokenCount")
+_METRICS_MARKER: Final = b"invocationMetrics"
 # Output kept (unparsed) for an estimate, per call, at most.
 MAX_PENDING_OUTPUTS: Final = 4096
+# Stream events kept unread before they are read as a batch.
+HOLD_EVENTS: Final = 512
+# How far from a stream's end its final counts are looked for before reading every event.
+TAIL_EVENTS: Final = 3
 
 
 class CallMeter:
     """What is known about one call, until its record is written."""
 
     __slots__ = (
-        "__weakref__",
         "body_parts",
         "body_size",
         "content_length",
         "counts",
         "done",
         "final",
-        "finalizer",
+        "held",
         "instrumentation",
         "latency_ms",
         "model_id",
@@ -144,7 +154,8 @@ class CallMeter:
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
         self.content_length: int | None = None
-        self.finalizer: weakref.finalize[Any, Any] | None = None
+        # Stream events after the first content, kept to be read when the stream ends.
+        self.held: list[Any] = []
         self.done = False
 
     def elapsed_ms(self) -> float:
@@ -152,9 +163,14 @@ class CallMeter:
 
     # -- the response ------------------------------------------------------------------------
 
-    def on_response(self, status_code: int, headers: Mapping[str, str], parsed: Any) -> None:
+    def on_response(self, status_code: int, raw_headers: Mapping[str, str], parsed: Any) -> None:
         metadata = parsed.get("ResponseMetadata") or {}
-        self.request_id = headers.get(HEADER_REQUEST_ID) or metadata.get("RequestId") or ""
+        # botocore's plain copy of the headers, lower-cased: much cheaper to look up than the
+        # case-insensitive mapping of the raw response.
+        headers = metadata.get("HTTPHeaders")
+        if type(headers) is not dict:
+            headers = raw_headers
+        self.request_id = metadata.get("RequestId") or headers.get(HEADER_REQUEST_ID) or ""
         if status_code >= 300:
             self.latency_ms = self.elapsed_ms()
             code = (parsed.get("Error") or {}).get("Code") or None
@@ -315,12 +331,51 @@ class CallMeter:
         if self.output_text is not None and not self.final:
             self.defer_output(doc)
 
+    def read_held(self, at_end: bool = False) -> None:
+        """Read the events kept since the first content. At the end of a stream the final counts
+        are usually in its last events: then the others need no reading at all."""
+        held = self.held
+        try:
+            if self.done or not held or (at_end and self._final_counts_at(held[-TAIL_EVENTS:])):
+                return
+            step = self._on_converse_event if self.operation == "ConverseStream" else self._on_chunk
+            for event in held:
+                step(event)
+        finally:
+            held.clear()
+
+    def _final_counts_at(self, events: list[Any]) -> bool:
+        for event in reversed(events):
+            if self.operation == "ConverseStream":
+                metadata = event.get("metadata")
+                counts = counts_from_converse_usage((metadata or {}).get("usage"))
+            else:
+                chunk = event.get("chunk")
+                data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+                if not data or _METRICS_MARKER not in data:
+                    continue
+                try:
+                    doc = _json_decode(data)
+                except msgspec.DecodeError:
+                    continue
+                counts = (
+                    counts_from_invocation_metrics(doc.get(METRICS_KEY))
+                    if isinstance(doc, dict)
+                    else None
+                )
+            if counts is not None:
+                self.set_counts(counts, "stream")
+                return True
+        return False
+
     def on_stream_end(self) -> None:
+        self.read_held(at_end=True)
         if self.latency_ms is None:
             self.latency_ms = self.elapsed_ms()
         self.finish("ok")
 
     def on_stream_error(self, error: BaseException) -> None:
+        self.read_held(at_end=True)
         response = getattr(error, "response", None)
         code = None
         if isinstance(response, Mapping):
@@ -334,6 +389,7 @@ class CallMeter:
         if self.operation == "InvokeModel":
             self.on_body_end()
         else:
+            self.read_held(at_end=True)
             self.finish("ok" if self.final else "aborted")
 
     # -- the record ----------------------------------------------------------------------------
@@ -353,9 +409,7 @@ class CallMeter:
         if self.done:
             return
         self.done = True
-        finalizer, self.finalizer = self.finalizer, None
-        if finalizer is not None:
-            finalizer.detach()
+        _unfinished.discard(self)
         try:
             counts, source = self._resolved_counts(status)
             latency = self.latency_ms if self.latency_ms is not None else self.elapsed_ms()
@@ -387,6 +441,7 @@ class CallMeter:
             self.body_parts = None
             self.pending_chunks = []
             self.pending_outputs = []
+            self.held.clear()
         instrumentation.writer.write(line)
 
     def _resolved_counts(self, status: str) -> tuple[Counts, str]:
@@ -451,8 +506,8 @@ def _guarded(meter: CallMeter, step: Any, *args: Any) -> None:
         step(*args)
     except Exception as err:
         meter.done = True
-        if meter.finalizer is not None:
-            meter.finalizer.detach()
+        _unfinished.discard(meter)
+        meter.held.clear()
         record_dropped(f"internal error metering a {meter.operation} call: {err!r}")
 
 
@@ -483,6 +538,12 @@ class _MeteredBody:
         if meter is not None:
             _guarded(meter, meter.abandon)
         super().close()  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        # Collected unread: botocore's own ``__del__`` leaves the raw stream alone, and so do we.
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
 
     def __exit__(self, *exc_info: Any) -> None:
         # ``with body as raw`` hands the caller urllib3's stream itself, bypassing ``read``: the
@@ -521,6 +582,11 @@ class _MeteredAsyncBody:
             _guarded(meter, meter.abandon)
         super().close()  # type: ignore[misc]
 
+    def __del__(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+
 
 class _MeteredEventStream:
     """Mixed into a botocore ``EventStream``."""
@@ -533,8 +599,14 @@ class _MeteredEventStream:
             return
         try:
             for event in events:
-                if not meter.done:
-                    _guarded(meter, meter.on_event, event)
+                if meter.ttft_ms is None:  # looked at one by one until the first content
+                    if not meter.done:
+                        _guarded(meter, meter.on_event, event)
+                elif not meter.done:  # then only kept, and read at the end
+                    held = meter.held
+                    held.append(event)
+                    if len(held) >= HOLD_EVENTS:
+                        _guarded(meter, meter.read_held)
                 yield event
         except GeneratorExit:
             # The caller left the loop: this iterator is gone, so is the rest of the stream.
@@ -552,6 +624,12 @@ class _MeteredEventStream:
             _guarded(meter, meter.abandon)
         super().close()  # type: ignore[misc]
 
+    def __del__(self) -> None:
+        # Collected without being read to its end or closed.
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+
 
 class _MeteredAsyncEventStream:
     """Mixed into an aiobotocore ``AioEventStream`` (``async for`` only)."""
@@ -567,8 +645,14 @@ class _MeteredAsyncEventStream:
             return
         try:
             async for event in events:
-                if not meter.done:
-                    _guarded(meter, meter.on_event, event)
+                if meter.ttft_ms is None:
+                    if not meter.done:
+                        _guarded(meter, meter.on_event, event)
+                elif not meter.done:
+                    held = meter.held
+                    held.append(event)
+                    if len(held) >= HOLD_EVENTS:
+                        _guarded(meter, meter.read_held)
                 yield event
         except GeneratorExit:
             _guarded(meter, meter.abandon)
@@ -583,6 +667,11 @@ class _MeteredAsyncEventStream:
         if meter is not None:
             _guarded(meter, meter.abandon)
         super().close()  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
 
 
 _metered_classes: dict[tuple[type, type], type] = {}
@@ -617,14 +706,21 @@ def _attach(
         return
     obj.__class__ = _metered_class(base, async_mixin if is_async else sync_mixin)
     obj.__dict__[_METER_ATTR] = meter
-    meter.finalizer = weakref.finalize(obj, _abandon_collected, meter)
+    _unfinished.add(meter)
 
 
-def _abandon_collected(meter: CallMeter) -> None:
-    try:
-        meter.abandon()
-    except Exception as err:
-        record_dropped(f"internal error finishing an abandoned call: {err!r}")
+# Meters of bodies and streams handed to the caller and not finished yet. A body or stream that
+# is collected finishes its record from its ``__del__``; the ones still alive when the
+# interpreter exits are finished here.
+_unfinished: set[CallMeter] = set()
+
+
+def _finish_unfinished() -> None:
+    for meter in list(_unfinished):
+        _guarded(meter, meter.abandon)
+
+
+atexit.register(_finish_unfinished)
 
 
 # -- the client's hooks ------------------------------------------------------------------------
