@@ -171,14 +171,18 @@ _second_text: tuple[int, str] = (-1, "")
 def format_epoch_ts(epoch: float) -> str:
     """:func:`format_ts` of a POSIX time, truncated to whole milliseconds. The writer's path: the
     date and time of day are formatted once per second, not once per record."""
-    global _second_text
-    millis = math.floor(epoch * 1000)
-    second, milli = divmod(millis, 1000)
+    second, milli = divmod(math.floor(epoch * 1000), 1000)
     cached = _second_text
     if cached[0] != second:
-        text = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached = _second_text = (second, text)
+        cached = _format_second(second)
     return f"{cached[1]}.{milli:03d}Z"
+
+
+def _format_second(second: int) -> tuple[int, str]:
+    global _second_text
+    text = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    _second_text = (second, text)
+    return _second_text
 
 
 def to_json_line(record: UsageRecord) -> bytes:
@@ -304,27 +308,59 @@ def record_line(
         latency_ms = round(latency_ms, 3)
     if type(ttft_ms) is float:
         ttft_ms = round(ttft_ms, 3)
-    problem = _field_problem(
-        request_id,
-        model_id,
-        operation,
-        region,
-        (input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens),
-        latency_ms,
-        ttft_ms,
-        status,
-        error_code,
-        token_source,
-        app,
-        tags,
-    )
-    if problem is not None:
-        raise RecordError(f"invalid {problem}", "value outside the v1 record's limits")
+    # The common case in one expression, the wrapper's hot path (a function call per rule costs
+    # more than the rule); anything unusual goes through _field_problem, which names the field.
+    if not (
+        type(request_id) is str
+        and len(request_id) <= 256
+        and type(model_id) is str
+        and 0 < len(model_id) <= 2048
+        and type(region) is str
+        and len(region) <= 256
+        and type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(cache_read_input_tokens) is int
+        and type(cache_write_input_tokens) is int
+        and 0 <= input_tokens <= MAX_TOKENS
+        and 0 <= output_tokens <= MAX_TOKENS
+        and 0 <= cache_read_input_tokens <= MAX_TOKENS
+        and 0 <= cache_write_input_tokens <= MAX_TOKENS
+        and type(latency_ms) is float
+        and 0.0 <= latency_ms <= MAX_LATENCY_MS
+        and (ttft_ms is None or (type(ttft_ms) is float and 0.0 <= ttft_ms <= MAX_LATENCY_MS))
+        and (error_code is None or (type(error_code) is str and len(error_code) <= 256))
+        and (app is None or (type(app) is str and len(app) <= 256))
+        and tags is None
+        and operation in _OPERATION_SET
+        and status in _STATUS_SET
+        and token_source in _TOKEN_SOURCE_SET
+    ):
+        problem = _field_problem(
+            request_id,
+            model_id,
+            operation,
+            region,
+            (input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens),
+            latency_ms,
+            ttft_ms,
+            status,
+            error_code,
+            token_source,
+            app,
+            tags,
+        )
+        if problem is not None:
+            raise RecordError(f"invalid {problem}", "value outside the v1 record's limits")
+    # format_epoch_ts, inline for the same reason.
+    second, milli = divmod(int(epoch * 1000), 1000)
+    cached = _second_text
+    if cached[0] != second:
+        cached = _format_second(second)
     line = (
         _encoder.encode(
             {
                 "v": RECORD_VERSION,
-                "ts": format_epoch_ts(epoch),
+                "ts": f"{cached[1]}.{milli:03d}Z",
                 "request_id": request_id,
                 "model_id": model_id,
                 "operation": operation,

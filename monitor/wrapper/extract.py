@@ -49,46 +49,87 @@ def _opt(mapping: Mapping[str, Any], *keys: str) -> int:
     return 0
 
 
+def _counts(*values: Any) -> Counts:
+    """Counts from values that are not all plain non-negative ints: each one checked."""
+    return Counts(*(0 if value is None else _int(value) for value in values))
+
+
+# The three functions below run once per Bedrock call inside the caller's process: the common
+# case (plain non-negative numbers) is handled inline, and only anything else goes through the
+# checks of _int. A function call per value costs more than the check itself.
+
+
 def counts_from_headers(headers: Mapping[str, str]) -> Counts | None:
-    """InvokeModel's ``x-amzn-bedrock-*`` headers (``headers`` is case-insensitive)."""
+    """InvokeModel's ``x-amzn-bedrock-*`` headers (lower-cased names, or a case-insensitive
+    mapping)."""
     input_tokens = headers.get(HEADER_INPUT)
     output_tokens = headers.get(HEADER_OUTPUT)
     if input_tokens is None and output_tokens is None:
         return None
-    return Counts(
-        input_tokens=_int(input_tokens or 0),
-        output_tokens=_int(output_tokens or 0),
-        cache_read_input_tokens=_int(headers.get(HEADER_CACHE_READ) or 0),
-        cache_write_input_tokens=_int(headers.get(HEADER_CACHE_WRITE) or 0),
-    )
+    cache_read = headers.get(HEADER_CACHE_READ) or "0"
+    cache_write = headers.get(HEADER_CACHE_WRITE) or "0"
+    input_tokens = input_tokens or "0"
+    output_tokens = output_tokens or "0"
+    if (
+        input_tokens.isdecimal()
+        and output_tokens.isdecimal()
+        and cache_read.isdecimal()
+        and cache_write.isdecimal()
+    ):
+        return Counts(int(input_tokens), int(output_tokens), int(cache_read), int(cache_write))
+    return _counts(input_tokens, output_tokens, cache_read, cache_write)
 
 
 def counts_from_converse_usage(usage: Any) -> Counts | None:
     """Converse ``usage`` and ConverseStream ``metadata.usage`` (inputTokens excludes cache)."""
-    if not isinstance(usage, Mapping) or (
-        "inputTokens" not in usage and "outputTokens" not in usage
-    ):
+    if type(usage) is not dict and not isinstance(usage, Mapping):
         return None
-    return Counts(
-        input_tokens=_opt(usage, "inputTokens"),
-        output_tokens=_opt(usage, "outputTokens"),
-        cache_read_input_tokens=_opt(usage, "cacheReadInputTokens", "cacheReadInputTokenCount"),
-        cache_write_input_tokens=_opt(usage, "cacheWriteInputTokens", "cacheWriteInputTokenCount"),
-    )
+    get = usage.get
+    input_tokens = get("inputTokens")
+    output_tokens = get("outputTokens")
+    if input_tokens is None and output_tokens is None:
+        return None
+    cache_read = get("cacheReadInputTokens")
+    if cache_read is None:
+        cache_read = get("cacheReadInputTokenCount", 0)
+    cache_write = get("cacheWriteInputTokens")
+    if cache_write is None:
+        cache_write = get("cacheWriteInputTokenCount", 0)
+    return _plain_counts(input_tokens, output_tokens, cache_read, cache_write)
 
 
 def counts_from_invocation_metrics(metrics: Any) -> Counts | None:
     """The ``amazon-bedrock-invocationMetrics`` object of a stream's last chunk."""
-    if not isinstance(metrics, Mapping):
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
         return None
-    if "inputTokenCount" not in metrics and "outputTokenCount" not in metrics:
+    get = metrics.get
+    input_tokens = get("inputTokenCount")
+    output_tokens = get("outputTokenCount")
+    if input_tokens is None and output_tokens is None:
         return None
-    return Counts(
-        input_tokens=_opt(metrics, "inputTokenCount"),
-        output_tokens=_opt(metrics, "outputTokenCount"),
-        cache_read_input_tokens=_opt(metrics, "cacheReadInputTokenCount"),
-        cache_write_input_tokens=_opt(metrics, "cacheWriteInputTokenCount"),
+    return _plain_counts(
+        input_tokens,
+        output_tokens,
+        get("cacheReadInputTokenCount", 0),
+        get("cacheWriteInputTokenCount", 0),
     )
+
+
+def _plain_counts(
+    input_tokens: Any, output_tokens: Any, cache_read: Any, cache_write: Any
+) -> Counts:
+    if (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(cache_read) is int
+        and type(cache_write) is int
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and cache_read >= 0
+        and cache_write >= 0
+    ):
+        return Counts(input_tokens, output_tokens, cache_read, cache_write)
+    return _counts(input_tokens, output_tokens, cache_read, cache_write)
 
 
 def counts_from_body(doc: Any) -> Counts | None:

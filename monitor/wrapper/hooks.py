@@ -7,10 +7,10 @@ Bodies and event streams are read later by the caller, so the objects the caller
 given a metered subclass of their own class (same object, same attributes, same methods) that
 watches the bytes and events go by. Every path out of a meter writes exactly one record.
 
-Per stream event the wrapper does as little as it can: events are looked at one by one only
-until the first content arrives (for ``ttft_ms``); after that they are only kept, and read when
-the stream ends, where the counts are in the last event or two (``metadata``, or the
-``amazon-bedrock-invocationMetrics`` of the last chunk). Long streams are read in batches of
+Per stream event the wrapper does as little as it can: events are kept, and read when the
+stream ends, where the counts are in the last event or two (``metadata``, or the
+``amazon-bedrock-invocationMetrics`` of the last chunk); only until the first content arrives
+is each one looked at on arrival, for ``ttft_ms``. Long streams are read in batches of
 ``HOLD_EVENTS`` so that memory stays bounded.
 
 Nothing in this module may change what the caller sees or raise into the caller: every hook and
@@ -89,7 +89,7 @@ _COUNT_MARKER: Final = re.compile(rb"usage|invocationMetrics|metadata|token_coun
 _METRICS_MARKER: Final = b"invocationMetrics"
 # Output kept (unparsed) for an estimate, per call, at most.
 MAX_PENDING_OUTPUTS: Final = 4096
-# Stream events kept unread before they are read as a batch.
+# Stream events kept before they are read as a batch.
 HOLD_EVENTS: Final = 512
 # How far from a stream's end its final counts are looked for before reading every event.
 TAIL_EVENTS: Final = 3
@@ -154,7 +154,7 @@ class CallMeter:
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
         self.content_length: int | None = None
-        # Stream events after the first content, kept to be read when the stream ends.
+        # Stream events, kept to be read when the stream ends.
         self.held: list[Any] = []
         self.done = False
 
@@ -258,22 +258,31 @@ class CallMeter:
 
     # -- streams -------------------------------------------------------------------------------
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def note_first_content(self, event: Mapping[str, Any]) -> None:
+        """``ttft_ms`` is the time to the stream's first content event: events are looked at one
+        by one only until it arrives."""
         if self.operation == "ConverseStream":
-            self._on_converse_event(event)
-        else:
-            self._on_chunk(event)
+            if "contentBlockDelta" in event or "contentBlockStart" in event:
+                self.ttft_ms = self.elapsed_ms()
+            return
+        chunk = event.get("chunk")
+        data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+        if not data:
+            return
+        try:
+            doc = _json_decode(data)
+        except msgspec.DecodeError:
+            doc = None
+        if not isinstance(doc, dict) or (
+            doc.get("type") not in _NON_CONTENT_TYPES and not _NON_CONTENT_KEYS.issuperset(doc)
+        ):
+            self.ttft_ms = self.elapsed_ms()
 
     def _on_converse_event(self, event: Mapping[str, Any]) -> None:
         delta = event.get("contentBlockDelta")
         if delta is not None:
-            if self.ttft_ms is None:
-                self.ttft_ms = self.elapsed_ms()
             if self.output_text is not None:
                 self.defer_output(delta.get("delta"))
-        elif "contentBlockStart" in event:
-            if self.ttft_ms is None:
-                self.ttft_ms = self.elapsed_ms()
         elif "metadata" in event:
             counts = counts_from_converse_usage((event["metadata"] or {}).get("usage"))
             if counts is not None:
@@ -285,7 +294,7 @@ class CallMeter:
         data = chunk.get("bytes") if isinstance(chunk, Mapping) else None
         if not data:
             return
-        if self.ttft_ms is not None and not _COUNT_MARKER.search(data):
+        if not _COUNT_MARKER.search(data):
             if self.output_text is not None and self.pending_size < MAX_BODY_BYTES:
                 self.pending_chunks.append(data)
                 self.pending_size += len(data)
@@ -293,10 +302,8 @@ class CallMeter:
         try:
             doc = _json_decode(data)
         except msgspec.DecodeError:
-            doc = None
+            return
         if not isinstance(doc, dict):
-            if self.ttft_ms is None:
-                self.ttft_ms = self.elapsed_ms()
             return
         kind = doc.get("type")
         metrics = counts_from_invocation_metrics(doc.get(METRICS_KEY))
@@ -322,18 +329,12 @@ class CallMeter:
             if counts is not None and not self.final:
                 self.set_counts(counts, "stream")
                 self.latency_ms = self.elapsed_ms()
-        if (
-            self.ttft_ms is None
-            and kind not in _NON_CONTENT_TYPES
-            and not _NON_CONTENT_KEYS.issuperset(doc)
-        ):
-            self.ttft_ms = self.elapsed_ms()
         if self.output_text is not None and not self.final:
             self.defer_output(doc)
 
     def read_held(self, at_end: bool = False) -> None:
-        """Read the events kept since the first content. At the end of a stream the final counts
-        are usually in its last events: then the others need no reading at all."""
+        """Read the events kept so far. At the end of a stream the final counts are usually in
+        its last events: then the others need no reading at all."""
         held = self.held
         try:
             if self.done or not held or (at_end and self._final_counts_at(held[-TAIL_EVENTS:])):
@@ -411,7 +412,11 @@ class CallMeter:
         self.done = True
         _unfinished.discard(self)
         try:
-            counts, source = self._resolved_counts(status)
+            counts = self.counts
+            if counts is not None and self.final and (status == "ok" or status == "aborted"):
+                source = self.token_source
+            else:
+                counts, source = self._resolved_counts(status)
             latency = self.latency_ms if self.latency_ms is not None else self.elapsed_ms()
             instrumentation = self.instrumentation
             line = record_line(
@@ -505,10 +510,14 @@ def _guarded(meter: CallMeter, step: Any, *args: Any) -> None:
     try:
         step(*args)
     except Exception as err:
-        meter.done = True
-        _unfinished.discard(meter)
-        meter.held.clear()
-        record_dropped(f"internal error metering a {meter.operation} call: {err!r}")
+        _metering_failed(meter, err)
+
+
+def _metering_failed(meter: CallMeter, err: Exception) -> None:
+    meter.done = True
+    _unfinished.discard(meter)
+    meter.held.clear()
+    record_dropped(f"internal error metering a {meter.operation} call: {err!r}")
 
 
 class _MeteredBody:
@@ -599,12 +608,11 @@ class _MeteredEventStream:
             return
         try:
             for event in events:
-                if meter.ttft_ms is None:  # looked at one by one until the first content
-                    if not meter.done:
-                        _guarded(meter, meter.on_event, event)
-                elif not meter.done:  # then only kept, and read at the end
+                if not meter.done:  # kept, and read at the end (or a batch at a time)
                     held = meter.held
                     held.append(event)
+                    if meter.ttft_ms is None:
+                        _guarded(meter, meter.note_first_content, event)
                     if len(held) >= HOLD_EVENTS:
                         _guarded(meter, meter.read_held)
                 yield event
@@ -645,12 +653,11 @@ class _MeteredAsyncEventStream:
             return
         try:
             async for event in events:
-                if meter.ttft_ms is None:
-                    if not meter.done:
-                        _guarded(meter, meter.on_event, event)
-                elif not meter.done:
+                if not meter.done:
                     held = meter.held
                     held.append(event)
+                    if meter.ttft_ms is None:
+                        _guarded(meter, meter.note_first_content, event)
                     if len(held) >= HOLD_EVENTS:
                         _guarded(meter, meter.read_held)
                 yield event
@@ -758,13 +765,14 @@ class Instrumentation:
         meter = context.pop(_CONTEXT_KEY, None)
         if meter is None:
             return
-        _guarded(
-            meter,
-            meter.on_response,
-            int(getattr(http_response, "status_code", 0) or 0),
-            getattr(http_response, "headers", None) or {},
-            parsed if isinstance(parsed, Mapping) else {},
-        )
+        try:  # what _guarded does, inline: this runs on every call
+            meter.on_response(
+                int(getattr(http_response, "status_code", 0) or 0),
+                getattr(http_response, "headers", None) or {},
+                parsed if type(parsed) is dict or isinstance(parsed, Mapping) else {},
+            )
+        except Exception as err:
+            _metering_failed(meter, err)
 
     def on_after_call_error(self, exception: BaseException, context: Any, **_: Any) -> None:
         meter = context.pop(_CONTEXT_KEY, None)

@@ -125,7 +125,9 @@ class UsageLogWriter:
 
     def _append(self, line: bytes, failures: list[str]) -> bool:
         try:
-            fd = self._descriptor()
+            fd = self._fd
+            if fd is None or time.monotonic() >= self._check_due:
+                fd = self._descriptor()
             written = os.write(fd, line)
             if written != len(line):
                 # Disk filled mid-line: end the fragment so the next record starts clean.
@@ -146,10 +148,7 @@ class UsageLogWriter:
 
     def _descriptor(self) -> int:
         if self._fd is not None:
-            now = time.monotonic()
-            if now < self._check_due:
-                return self._fd
-            self._check_due = now + self.identity_check_s
+            self._check_due = time.monotonic() + self.identity_check_s
             try:
                 st = os.stat(self.path)
                 if (st.st_dev, st.st_ino) == self._identity:
