@@ -39,12 +39,27 @@ class LocalFeed:
             entry = min(entry, since)
         self._direct = False
         self.tailer = LogTailer(patterns, self._on_records, start_epoch=entry)
+        # Model ids seen so far, and whether the last batch brought one: kept by the tailer's
+        # thread (or the catch-up's), never read by the consumer.
+        self._models_seen: set[str] = set()
+        self._new_model = False
+        self._wake: Callable[[bool], None] | None = None
 
     def _on_records(self, batch: list[UsageRecord]) -> None:
+        seen = self._models_seen
+        for record in batch:
+            if record.model_id not in seen:
+                seen.add(record.model_id)
+                self._new_model = True
         if self._direct:
             self.store.ingest(batch, self.clock())
         else:
             self._queue.put(batch)
+
+    def _batch_queued(self) -> None:
+        new_model, self._new_model = self._new_model, False
+        if self._wake is not None:
+            self._wake(new_model)
 
     def catch_up(self) -> int:
         """Read every file to its current end on this thread, ingesting batch by batch so that
@@ -55,12 +70,15 @@ class LocalFeed:
             self.tailer.poll()
         finally:
             self._direct = False
+            self._new_model = False  # the models of the catch-up are on screen from the start
         return self.store.stats.accepted - before + self.drain()
 
-    def start(self, wake: Callable[[], None] | None = None) -> None:
-        """Follow the logs in a background thread; ``wake`` is called (from that thread) after
-        each batch is queued."""
-        self.tailer.start(on_change=wake)
+    def start(self, wake: Callable[[bool], None] | None = None) -> None:
+        """Follow the logs in a background thread; ``wake(new_model)`` is called (from that
+        thread) after each batch is queued, ``new_model`` telling whether the batch brought a
+        model id not seen before."""
+        self._wake = wake
+        self.tailer.start(on_change=self._batch_queued)
 
     def drain(self) -> int:
         """Ingest queued batches. Call from the consumer's thread only."""

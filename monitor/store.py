@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from math import ceil, log
 from typing import Final, TypeVar
@@ -38,6 +38,8 @@ RECENT_REQUESTS: Final = 200
 # writer repeating a line or a log read twice, which happens within seconds, not thousands of
 # calls.
 DEDUP_WINDOW: Final = 20_000
+# Small batches of request ids are remembered together, up to this many per dict.
+GENERATION_SIZE: Final = 4096
 
 # Log-spaced histogram: bucket i holds values in (GAMMA**(i-1), GAMMA**i], so any percentile is
 # reported within RELATIVE_ERROR of a real sample value.
@@ -382,9 +384,18 @@ class Store:
         # The request ids of whole batches, newest last, dropped oldest first once the rest
         # still holds DEDUP_WINDOW: no per-record bookkeeping, and a batch's dict is kept as it
         # was built for the duplicate check. A duplicate within the batch is handled above.
+        # The live feed brings batches of a few records several times a second: those are
+        # merged into the newest generation until it holds GENERATION_SIZE, so that the
+        # duplicate check of each batch looks at a handful of dicts, not thousands.
         generations = self._remembered
-        generations.append(records_by_id)
-        self._remembered_count += len(records_by_id)
+        newest = generations[-1] if generations else None
+        if newest is not None and len(newest) + len(records_by_id) <= GENERATION_SIZE:
+            before = len(newest)
+            newest.update(records_by_id)
+            self._remembered_count += len(newest) - before
+        else:
+            generations.append(records_by_id)
+            self._remembered_count += len(records_by_id)
         while self._remembered_count - len(generations[0]) >= DEDUP_WINDOW:
             self._remembered_count -= len(generations.popleft())
 
@@ -594,6 +605,40 @@ class Store:
                 if vector is not None:
                     values[offset] += vector[field_index]
         return values
+
+    def second_sums(
+        self, model_id: str | None, now: float, field_indices: Sequence[int], points: int
+    ) -> list[float]:
+        """Sums over the last ``points`` seconds, one per field: several fields in one pass over
+        the seconds (the overview asks for three, for every model, every tick)."""
+        end = int(now)
+        sums = [0.0] * len(field_indices)
+        slots = list(enumerate(field_indices))
+        for series in self._selected(model_id):
+            seconds = series.seconds
+            for second in range(end - points + 1, end + 1):
+                vector = seconds.get(second)
+                if vector is not None:
+                    for slot, index in slots:
+                        sums[slot] += vector[index]
+        return sums
+
+    def minute_sums(
+        self, model_id: str | None, now: float, field_indices: Sequence[int], points: int
+    ) -> list[float]:
+        """Sums over the last ``points`` minutes (the current one included), one per field."""
+        end = int(now) // 60
+        sums = [0.0] * len(field_indices)
+        slots = list(enumerate(field_indices))
+        for series in self._selected(model_id):
+            minutes = series.minutes
+            for minute in range(end - points + 1, end + 1):
+                cell = minutes.get(minute)
+                if cell is not None:
+                    vector = cell.vector
+                    for slot, index in slots:
+                        sums[slot] += vector[index]
+        return sums
 
     def minute_series(
         self, model_id: str | None, now: float, field_index: int, points: int = 60

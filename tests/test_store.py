@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from monitor.store import (
     DEDUP_WINDOW,
+    GENERATION_SIZE,
     INPUT,
     OUTPUT,
     RELATIVE_ERROR,
@@ -153,6 +155,22 @@ def test_dedup_memory_is_bounded() -> None:
     assert store._remembered_count == sum(len(seen) for seen in store._remembered)
 
 
+def test_small_live_batches_share_a_few_remembered_generations() -> None:
+    """The live feed ingests a few records at a time: the duplicate check of each batch must not
+    walk one dict per earlier batch, and a repeat from thousands of records back is still
+    caught."""
+    store = Store()
+    for start in range(0, DEDUP_WINDOW, 10):
+        store.ingest(
+            [record(epoch=NOW - 1, request_id=f"id-{i}") for i in range(start, start + 10)], NOW
+        )
+    assert len(store._remembered) <= DEDUP_WINDOW // GENERATION_SIZE + 2
+    assert store._remembered_count == sum(len(seen) for seen in store._remembered)
+    store.ingest([record(epoch=NOW - 1, request_id="id-5", input_tokens=99)], NOW)
+    assert store.stats.replaced == 1
+    assert store.since_tally().requests == DEDUP_WINDOW
+
+
 def test_tally_between_uses_the_finest_tier_that_covers_the_window() -> None:
     store = Store()
     day = 86_400
@@ -187,6 +205,35 @@ def test_series_for_charts() -> None:
     assert per_minute == [0, 2, 0]
     assert store.minute_series(None, NOW, INPUT, points=1) == [0]
     assert store.minute_quantiles(None, NOW, 0.5, points=2)[0] == pytest.approx(500, rel=0.02)
+
+
+def test_sums_over_several_fields_match_the_series() -> None:
+    rng = random.Random(3)
+    store = Store()
+    store.ingest(
+        [
+            record(
+                epoch=NOW - rng.uniform(0, 800),
+                model_id=rng.choice([HAIKU, "amazon.nova-lite-v1:0"]),
+                input_tokens=rng.randint(0, 500),
+                output_tokens=rng.randint(0, 90),
+                status=rng.choice(["ok", "ok", "throttled", "client_error"]),
+            )
+            for _ in range(400)
+        ],
+        NOW,
+    )
+    fields = (REQUESTS, INPUT, OUTPUT)
+    for model in (None, HAIKU):
+        for points in (1, 60, 300):
+            assert store.second_sums(model, NOW, fields, points) == [
+                sum(store.second_series(model, NOW, index, points)) for index in fields
+            ]
+        for points in (1, 5, 20):
+            assert store.minute_sums(model, NOW, fields, points) == [
+                sum(store.minute_series(model, NOW, index, points)) for index in fields
+            ]
+    assert store.second_sums(None, NOW, fields, 900)[0] == 400
 
 
 def test_version_moves_only_when_something_changed() -> None:

@@ -229,10 +229,17 @@ async def test_theme_cycle(demo_app: BedrockTopApp) -> None:
     async with demo_app.run_test() as pilot:
         assert demo_app.theme == "bedrock-dark"
         seen = []
+        backgrounds = set()
+        table = demo_app.screen.query_one(ModelTable)
         for _ in range(4):
             await pilot.press("t")
+            await pilot.pause()
             seen.append(demo_app.theme)
+            # The table's cached base style follows the theme: its lines are drawn in it.
+            assert table.base_style == table.rich_style
+            backgrounds.add(next(iter(table.render_line(1))).style.bgcolor)
         assert sorted(seen) == sorted(demo_app.catalog.names())
+        assert len(backgrounds) > 1
 
 
 async def test_help_lists_every_key_from_the_key_table(demo_app: BedrockTopApp) -> None:

@@ -214,10 +214,16 @@ class BedrockTopApp(App[int]):
                 timeout=15,
             )
 
-    def _wake(self) -> None:
-        """Runs on the tailer's thread after each batch. A plain event-loop callback (not a
-        Textual message or timer, which cost several times more at ten wake-ups a second),
-        run in the app's context; one pending at a time is enough."""
+    def _wake(self, new_model: bool = True) -> None:
+        """Runs on the tailer's thread after each batch. Records of models already on screen
+        wait for the next refresh, which drains them (at most ``interval`` away): waking the
+        event loop for each batch would cost more than the refresh itself. A new model gets
+        its row at once, and so does any record while the refresh is slowed down for
+        idleness. The wake-up is a plain event-loop callback (not a Textual message or
+        timer, which cost several times more), run in the app's context; one pending at a
+        time is enough."""
+        if not new_model and self._tick_delay <= self.interval:
+            return
         loop, context = self._loop, self._wake_context
         if not self._quick_pending and loop is not None and context is not None:
             self._quick_pending = True

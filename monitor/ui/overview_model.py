@@ -275,10 +275,7 @@ def window_rates(store: Store, model_id: str | None, now: float) -> Rates:
     ``Store.rates``, summed from the per-second series (a few dict lookups per second instead of
     merging whole buckets, which matters at twenty models every second)."""
     end = math.ceil(now) - 1  # the buckets Store.rates sums: [now - window, now)
-    sums = [
-        sum(store.second_series(model_id, end, index, RATE_WINDOW_S))
-        for index in (REQUESTS, INPUT, OUTPUT)
-    ]
+    sums = store.second_sums(model_id, end, (REQUESTS, INPUT, OUTPUT), RATE_WINDOW_S)
     return Rates(
         requests_per_min=sums[0] * 60.0 / RATE_WINDOW_S,
         input_tokens_per_s=sums[1] / RATE_WINDOW_S,
@@ -289,12 +286,10 @@ def window_rates(store: Store, model_id: str | None, now: float) -> Rates:
 def recent_failures(store: Store, model_id: str | None, now: float) -> tuple[int, int]:
     """Errors and throttles in the last ``LATENCY_WINDOW_S`` (whole minutes, the current one
     included, like the latency percentiles)."""
-    points = LATENCY_WINDOW_S // 60
-
-    def total(index: int) -> int:
-        return int(sum(store.minute_series(model_id, now, index, points)))
-
-    return total(CLIENT_ERRORS) + total(SERVER_ERRORS), total(THROTTLES)
+    client, server, throttles = store.minute_sums(
+        model_id, now, (CLIENT_ERRORS, SERVER_ERRORS, THROTTLES), LATENCY_WINDOW_S // 60
+    )
+    return int(client + server), int(throttles)
 
 
 def sort_rows(rows: list[ModelRow], key: str, reverse: bool) -> list[ModelRow]:

@@ -26,6 +26,9 @@ from monitor.ui.overview_model import Cell, Column, ModelRow, fit_columns
 CHART_BARS = " ▁▂▃▄▅▆▇█"
 
 
+_EMPTY_CELL = Cell("")
+
+
 def _fit(text: str, width: int, align: str) -> str:
     if len(text) > width:
         text = text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
@@ -75,6 +78,7 @@ class ModelTable(Widget, can_focus=True):
         self._sort_key = "req"
         self._reverse = False
         self._strips: dict[int, tuple[object, Strip]] = {}
+        self._base_style: Style | None = None
         self._layout_width = -1
         self.empty_text = "waiting for records…"
 
@@ -178,6 +182,15 @@ class ModelTable(Widget, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()
+        self._base_style = None
+
+    @property
+    def base_style(self) -> Style:
+        """``rich_style``, which walks every ancestor's styles, once per style change rather
+        than once per line."""
+        if self._base_style is None:
+            self._base_style = self.rich_style
+        return self._base_style
 
     def _relayout(self) -> None:
         width = self.size.width
@@ -189,7 +202,7 @@ class ModelTable(Widget, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.base_style
         if y == 0:
             return self._header_strip(width, base)
         index = self._top + y - 1
@@ -228,25 +241,37 @@ class ModelTable(Widget, can_focus=True):
         line_style = base
         if selected:
             line_style = base + self.get_component_rich_style("model-table--cursor")
-        segments = [Segment(" ", line_style)]
+        # Neighbouring cells in the same style share one segment (and the gaps between cells
+        # take the style of the text before them: styles here only colour text, so a space
+        # looks the same): a row is a handful of segments instead of two per column, and every
+        # later step of drawing it works per segment.
+        segments: list[Segment] = []
+        pieces = [" "]
+        current = line_style
         for column in self._columns:
-            cell = row.cells.get(column.key, Cell(""))
+            cell = row.cells.get(column.key, _EMPTY_CELL)
             text = cell.text
             if column.key == "model":
                 text = short_model_id(text, column.width)
             style = line_style
             if cell.style and not selected:
                 style = line_style + self.get_component_rich_style(f"model-table--{cell.style}")
-            segments.append(Segment(_fit(text, column.width, column.align), style))
-            segments.append(Segment(" ", line_style))
+            if style != current:
+                segments.append(Segment("".join(pieces), current))
+                pieces, current = [], style
+            pieces.append(_fit(text, column.width, column.align))
+            pieces.append(" ")
+        segments.append(Segment("".join(pieces), current))
         return Strip(segments).adjust_cell_length(width, line_style)
 
     def on_focus(self) -> None:
         self._strips.clear()
+        self._base_style = None
         self.refresh()
 
     def on_blur(self) -> None:
         self._strips.clear()
+        self._base_style = None
         self.refresh()
 
 
