@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from monitor.records import UsageRecord, to_json_line
 from monitor.sources.logtail import ROTATE_WAIT_S, LogTailer, find_start_offset, record_ts
@@ -277,3 +280,88 @@ def test_line_numbers_after_a_start_up_seek_are_absolute(tmp_path: Path) -> None
     write_lines(log, b"broken\n")
     tail.poll()
     assert tail.state.rejected_examples[-1].where == f"{log}:5001"
+
+
+# -- the tailer's own thread: change notifications, and polling where there are none ------------
+
+
+def _counting_passes(tail: LogTailer) -> list[float]:
+    passes: list[float] = []
+    poll = tail.poll
+
+    def counted(now_monotonic: float | None = None) -> int:
+        passes.append(time.monotonic())
+        return poll(now_monotonic)
+
+    tail.poll = counted  # type: ignore[method-assign]
+    return passes
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("notifications", [True, False])
+def test_the_running_tailer_reads_appends_soon(tmp_path: Path, notifications: bool) -> None:
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(request_id="first"))
+    got = Collector()
+    tail = LogTailer([str(log)], got, notifications=notifications)
+    tail.start()
+    try:
+        _wait_for(lambda: got.ids == ["first"])
+        time.sleep(0.3)
+        write_lines(log, record(request_id="second"))
+        assert _wait_for(lambda: got.ids == ["first", "second"]) < 0.5
+    finally:
+        tail.stop()
+
+
+def test_an_idle_tailer_with_notifications_wakes_about_once_a_second(tmp_path: Path) -> None:
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(request_id="only"))
+    tail, got = tailer_for(log)
+    passes = _counting_passes(tail)
+    tail.start()
+    try:
+        _wait_for(lambda: got.ids == ["only"])
+        before = len(passes)
+        time.sleep(2.5)
+        idle_passes = len(passes) - before
+    finally:
+        tail.stop()
+    assert idle_passes <= 4  # polling would have made 50
+
+
+def test_stop_does_not_wait_for_the_idle_pass(tmp_path: Path) -> None:
+    log = tmp_path / "usage.jsonl"
+    log.touch()
+    tail, _ = tailer_for(log)
+    tail.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    tail.stop()
+    assert time.monotonic() - started < 0.5
+
+
+def test_notifications_follow_rotation_and_a_directory_that_appears_later(tmp_path: Path) -> None:
+    log = tmp_path / "later" / "usage.jsonl"
+    got = Collector()
+    tail = LogTailer([str(log)], got)
+    tail.start()
+    try:
+        time.sleep(0.2)
+        log.parent.mkdir()
+        write_lines(log, record(request_id="one"))
+        _wait_for(lambda: got.ids == ["one"])
+        log.rename(log.with_name("usage.jsonl.1"))
+        write_lines(log, record(request_id="two"))
+        assert _wait_for(lambda: got.ids == ["one", "two"]) < 1.5
+        write_lines(log, record(request_id="three"))
+        assert _wait_for(lambda: got.ids == ["one", "two", "three"]) < 0.5
+    finally:
+        tail.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import random
@@ -30,7 +31,9 @@ from monitor.records import (
 )
 
 HISTORY_S = 15 * 60
-WRITE_EVERY_S = 0.2
+# The live demo appends what "ended" every half second, as one write: a busy application's log
+# grows in such bursts too, and the screen refreshes once a second.
+WRITE_EVERY_S = 0.5
 BURST_EVERY_S = 240.0
 BURST_FACTOR = 2.5
 # Bursts last 25 s on average every BURST_EVERY_S: the quiet rate is scaled down by this much so
@@ -131,7 +134,8 @@ class DemoWorkload:
         self.models = demo_models(models)
         self.rate_per_s = rate_per_s
         self._rng = random.Random(seed)
-        self._weights = [model.share for model in self.models]
+        # Cumulative once, not on every draw: the same picks from the same random numbers.
+        self._cum_weights = list(itertools.accumulate(model.share for model in self.models))
         self._burst_until = 0.0
         self._serial = 0
         self._origin: float | None = None
@@ -176,7 +180,7 @@ class DemoWorkload:
 
     def _call(self, epoch: float) -> RecordFields:
         rng = self._rng
-        model = rng.choices(self.models, self._weights)[0]
+        model = rng.choices(self.models, cum_weights=self._cum_weights)[0]
         bursting = epoch < self._burst_until
         roll = rng.random()
         status: Status = "ok"

@@ -25,9 +25,13 @@ from datetime import datetime
 from pathlib import Path
 
 from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_chunk
+from monitor.sources.changes import DirectoryWatch
 
 READ_BYTES = 4 * 1024 * 1024
 POLL_INTERVAL_S = 0.05
+# With change notifications, a pass at least this often anyway: a file on a network filesystem
+# changed by another host, or anything else a notification can miss.
+IDLE_PASS_S = 1.0
 GLOB_REFRESH_S = 1.0
 # How long a rotated or deleted file is still read after its path stops naming it: longer than
 # the wrapper's identity check (``monitor.wrapper.writer.IDENTITY_CHECK_S``), like fluent-bit's
@@ -163,7 +167,9 @@ class LogTailer:
     """Follows every file matching ``patterns`` and hands parsed records to ``on_records``.
 
     ``poll()`` does one pass and may be called from any single thread; ``start()`` runs it in a
-    daemon thread every ``POLL_INTERVAL_S`` (a stat per file: near-zero CPU while idle).
+    daemon thread: when a watched directory changes (inotify) and at least every
+    ``IDLE_PASS_S``, or every ``POLL_INTERVAL_S`` where change notifications are unavailable.
+    Either way at most one pass per ``POLL_INTERVAL_S``.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class LogTailer:
         start_epoch: float | None = None,
         poll_interval: float = POLL_INTERVAL_S,
         on_change: Callable[[], None] | None = None,
+        notifications: bool = True,
     ) -> None:
         self.patterns = [str(Path(pattern).expanduser()) for pattern in patterns]
         self.state = LogSourceState(patterns=list(self.patterns))
@@ -181,6 +188,8 @@ class LogTailer:
         self._on_change = on_change
         self._start_epoch = start_epoch
         self._poll_interval = poll_interval
+        self._notifications = notifications
+        self._watch: DirectoryWatch | None = None
         self._followed: dict[tuple[int, int], _FollowedFile] = {}
         self._first_pass = True
         self._paths: list[str] = []
@@ -202,6 +211,9 @@ class LogTailer:
 
     def stop(self) -> None:
         self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.interrupt()
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
@@ -210,15 +222,42 @@ class LogTailer:
         self._followed.clear()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll()
-            except Exception as err:  # a tail must never die: report and keep polling
-                with self._lock:
-                    self.state.errors["tailer"] = f"{type(err).__name__}: {err}"
-            # A plain sleep, not Event.wait: a timed wait on a condition costs more than twice
-            # the CPU per wake-up, and this runs twenty times a second. stop() waits for it.
-            time.sleep(self._poll_interval)
+        watch = DirectoryWatch.create() if self._notifications else None
+        self._watch = watch
+        try:
+            while not self._stop.is_set():
+                passed_at = time.monotonic()
+                try:
+                    self.poll()
+                except Exception as err:  # a tail must never die: report and keep polling
+                    with self._lock:
+                        self.state.errors["tailer"] = f"{type(err).__name__}: {err}"
+                if watch is None:
+                    # A plain sleep, not Event.wait: a timed wait on a condition costs more
+                    # than twice the CPU per wake-up. stop() waits for it.
+                    time.sleep(self._poll_interval)
+                    continue
+                if watch.wait(self._wait_s(watch)):
+                    self._paths_checked_at = -GLOB_REFRESH_S  # names changed: expand again
+                # Under a stream of writes, at most one pass per poll interval.
+                rest = passed_at + self._poll_interval - time.monotonic()
+                if rest > 0 and not self._stop.is_set():
+                    time.sleep(rest)
+        finally:
+            self._watch = None
+            if watch is not None:
+                watch.close()
+
+    def _wait_s(self, watch: DirectoryWatch) -> float:
+        """How long to sleep if nothing changes: long while every directory is watched, short
+        while one is missing (or its name has glob characters) or a rotated file is still read
+        (writes to a deleted file make no event)."""
+        directories = [os.path.dirname(pattern) or "." for pattern in self.patterns]
+        complete = not any(glob.has_magic(directory) for directory in directories)
+        complete = watch.watch(d for d in directories if not glob.has_magic(d)) and complete
+        if complete and all(f.gone_since is None for f in self._followed.values()):
+            return IDLE_PASS_S
+        return self._poll_interval
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
