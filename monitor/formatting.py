@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -81,6 +82,7 @@ def base_model_id(model_id: str) -> str:
     return split_model_id(model_id)[1]
 
 
+@functools.lru_cache(maxsize=4096)  # every row, every refresh: the same few ids and widths
 def short_model_id(model_id: str, width: int) -> str:
     """Fit a model id in ``width`` cells: drop the provider, then the version suffix, then the
     date stamp, then cut the end. The profile prefix stays, because it changes the price."""
