@@ -485,6 +485,35 @@ def test_stream_still_open_at_interpreter_exit_is_recorded(
     assert (record.app, record.operation, record.status) == ("exiting", "ConverseStream", "aborted")
 
 
+def test_a_forked_child_does_not_finish_its_parents_streams(
+    server: BedrockServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "usage.jsonl"
+    script = (
+        "import os, sys, boto3\n"
+        "from monitor.wrapper import instrument\n"
+        "client = instrument(boto3.client('bedrock-runtime', region_name='us-east-1',"
+        f" endpoint_url={server.endpoint_url!r}), log_path={str(log)!r}, app='parent')\n"
+        "stream = client.converse_stream(modelId='m', messages=[{'role': 'user',"
+        " 'content': [{'text': 'hi'}]}])['stream']\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.exit(0)\n"  # a normal exit: exit hooks run in the child
+        "os.waitpid(pid, 0)\n"
+        "for event in stream:\n"
+        "    pass\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    record = only_record(log)
+    assert (record.app, record.status, record.output_tokens) == ("parent", "ok", 6)
+
+
 def _start_stream(client: Any, operation: str) -> Any:
     if operation == "converse_stream":
         return client.converse_stream(modelId="m", messages=MESSAGES)["stream"]

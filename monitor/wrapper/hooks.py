@@ -728,6 +728,9 @@ def _finish_unfinished() -> None:
 
 
 atexit.register(_finish_unfinished)
+if hasattr(os, "register_at_fork"):
+    # A forked child does not own its parent's calls: their records are the parent's to write.
+    os.register_at_fork(after_in_child=_unfinished.clear)
 
 
 # -- the client's hooks ------------------------------------------------------------------------
