@@ -461,19 +461,17 @@ def test_long_invoke_stream_without_metrics_keeps_the_last_cumulative_count(
     assert (record.token_source, record.input_tokens, record.output_tokens) == ("stream", 61, 1580)
 
 
-def test_stream_still_open_at_interpreter_exit_is_recorded(
-    server: BedrockServer, tmp_path: Path
-) -> None:
-    log = tmp_path / "usage.jsonl"
+def _run_instrumented_script(server: BedrockServer, log: Path, app: str, body: str) -> None:
+    """Run ``body`` in a Python process of its own, with ``client`` instrumented and ``stream``
+    a ConverseStream started (nothing read yet)."""
     script = (
-        "import boto3, sys\n"
+        "import os, sys, boto3\n"
         "from monitor.wrapper import instrument\n"
         "client = instrument(boto3.client('bedrock-runtime', region_name='us-east-1',"
-        f" endpoint_url={server.endpoint_url!r}), log_path={str(log)!r}, app='exiting')\n"
-        "STREAM = client.converse_stream(modelId='m', messages=[{'role': 'user',"
+        f" endpoint_url={server.endpoint_url!r}), log_path={str(log)!r}, app={app!r})\n"
+        "stream = client.converse_stream(modelId='m', messages=[{'role': 'user',"
         " 'content': [{'text': 'hi'}]}])['stream']\n"
-        "next(iter(STREAM))\n"  # one event read, the rest left; the module keeps the stream
-    )
+    ) + body
     root = Path(__file__).resolve().parents[1]
     subprocess.run(
         [sys.executable, "-c", script],
@@ -481,6 +479,14 @@ def test_stream_still_open_at_interpreter_exit_is_recorded(
         timeout=60,
         env=dict(os.environ, PYTHONPATH=str(root)),
     )
+
+
+def test_stream_still_open_at_interpreter_exit_is_recorded(
+    server: BedrockServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "usage.jsonl"
+    # One event read, the rest left; the module keeps the stream until the interpreter exits.
+    _run_instrumented_script(server, log, "exiting", "next(iter(stream))\n")
     record = only_record(log)
     assert (record.app, record.operation, record.status) == ("exiting", "ConverseStream", "aborted")
 
@@ -489,13 +495,7 @@ def test_a_forked_child_does_not_finish_its_parents_streams(
     server: BedrockServer, tmp_path: Path
 ) -> None:
     log = tmp_path / "usage.jsonl"
-    script = (
-        "import os, sys, boto3\n"
-        "from monitor.wrapper import instrument\n"
-        "client = instrument(boto3.client('bedrock-runtime', region_name='us-east-1',"
-        f" endpoint_url={server.endpoint_url!r}), log_path={str(log)!r}, app='parent')\n"
-        "stream = client.converse_stream(modelId='m', messages=[{'role': 'user',"
-        " 'content': [{'text': 'hi'}]}])['stream']\n"
+    body = (
         "pid = os.fork()\n"
         "if pid == 0:\n"
         "    sys.exit(0)\n"  # a normal exit: exit hooks run in the child
@@ -503,13 +503,7 @@ def test_a_forked_child_does_not_finish_its_parents_streams(
         "for event in stream:\n"
         "    pass\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run(
-        [sys.executable, "-c", script],
-        check=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(root)),
-    )
+    _run_instrumented_script(server, log, "parent", body)
     record = only_record(log)
     assert (record.app, record.status, record.output_tokens) == ("parent", "ok", 6)
 
