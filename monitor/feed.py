@@ -46,15 +46,15 @@ class LocalFeed:
         self._wake: Callable[[bool], None] | None = None
 
     def _on_records(self, batch: list[UsageRecord]) -> None:
+        if self._direct:  # the catch-up: models are noted once it is over, not per record
+            self.store.ingest(batch, self.clock())
+            return
         seen = self._models_seen
         for record in batch:
             if record.model_id not in seen:
                 seen.add(record.model_id)
                 self._new_model = True
-        if self._direct:
-            self.store.ingest(batch, self.clock())
-        else:
-            self._queue.put(batch)
+        self._queue.put(batch)
 
     def _batch_queued(self) -> None:
         new_model, self._new_model = self._new_model, False
@@ -70,7 +70,8 @@ class LocalFeed:
             self.tailer.poll()
         finally:
             self._direct = False
-            self._new_model = False  # the models of the catch-up are on screen from the start
+            # The models of the catch-up are on screen from the start.
+            self._models_seen.update(self.store.model_ids())
         return self.store.stats.accepted - before + self.drain()
 
     def start(self, wake: Callable[[bool], None] | None = None) -> None:
