@@ -1,7 +1,7 @@
 """The usage record, format version 1: one JSON object per line of the usage log.
 
-This module is the only place that parses, validates and serialises records. The wrapper writes
-through :func:`to_json_line`; the log tailer reads through :func:`parse_line` and
+This module is the only place that parses, validates and serialises records. The wrapper and the
+demo write through :func:`record_line`; the log tailer reads through :func:`parse_line` and
 :func:`parse_chunk`. The format is documented in ``docs/usage-record.md``.
 """
 
