@@ -1,16 +1,17 @@
-"""Shared fixtures: records and logs as real files on disk."""
+"""Shared fixtures: records and logs as real files on disk, and the local Bedrock endpoint."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from monitor.records import UsageRecord, make_record, to_json_line
+from tests.bedrock_server import BedrockServer
 
 # Tests talk to servers on 127.0.0.1 only: never let botocore's credential chain reach for an
 # instance-metadata endpoint, and never read the developer's own AWS files. Subprocesses inherit
@@ -20,6 +21,13 @@ os.environ.setdefault("AWS_CONFIG_FILE", os.devnull)
 os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 _ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[BedrockServer]:
+    """The local bedrock-runtime endpoint (tests/bedrock_server.py), one per test module."""
+    with BedrockServer() as running:
+        yield running
 
 
 def record(

@@ -8,8 +8,8 @@ import pytest
 
 from monitor.budgets import BudgetSpec, budget_report, evaluate_all, tightest_budget
 from monitor.pricing import PriceBook
-from monitor.records import make_record
 from monitor.store import Store
+from tests.conftest import record
 
 M = 1_000_000
 HAIKU3 = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -27,16 +27,13 @@ NOW = utc("2026-05-10T12:00:00")
 def store_with(*requests: tuple[str, str, int, int]) -> Store:
     store = Store(since=utc("2026-05-01T00:00:00"))
     records = [
-        make_record(
+        record(
             epoch=utc(when),
             request_id=f"r{index}",
             model_id=model_id,
-            operation="Converse",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             latency_ms=800.0,
-            status="ok",
-            token_source="body",
         )
         for index, (when, model_id, input_tokens, output_tokens) in enumerate(requests)
     ]

@@ -649,20 +649,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def write_log(path: Path, now: float) -> None:
-    from monitor.records import make_record, to_json_line
+    from monitor.records import to_json_line
+    from tests.conftest import record
 
-    record = make_record(
+    local = record(
         epoch=now - 120,
         request_id="req-local-1",
         model_id=MODELS[0],
-        operation="Converse",
         input_tokens=11,
         output_tokens=7,
         latency_ms=420.0,
-        status="ok",
-        token_source="body",
     )
-    path.write_bytes(to_json_line(record))
+    path.write_bytes(to_json_line(local))
 
 
 def run_once(args: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from monitor.feed import LocalFeed
-from monitor.records import make_record, to_json_line
+from monitor.records import to_json_line
 from monitor.store import Tally
 from monitor.ui.app import INTERVAL_STEPS, BedrockTopApp, seeded_demo_feed
 from monitor.ui.hooks import (
@@ -24,6 +24,7 @@ from monitor.ui.hooks import (
 from monitor.ui.screens import HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import load_themes
 from monitor.ui.widgets import Chart, ModelTable, TextPanel
+from tests.conftest import record
 
 NOW = 1_790_000_000.0  # 2026-09-21T13:33:20Z
 
@@ -189,16 +190,13 @@ async def test_pause_freezes_view_but_sources_keep_collecting(
         assert app.paused
         assert "PAUSED" in app.screen.query_one("#sources", TextPanel).text.plain
         before = [row.cells for row in table(app).rows]
-        new = make_record(
+        new = record(
             epoch=NOW + 0.5,
             request_id="paused-1",
             model_id="brand.new-model-v1:0",
-            operation="Converse",
             input_tokens=10,
             output_tokens=5,
             latency_ms=100.0,
-            status="ok",
-            token_source="body",
         )
         with Path("usage.jsonl").open("ab") as log:
             log.write(to_json_line(new))
@@ -330,19 +328,16 @@ async def test_new_model_row_appears_before_the_next_refresh(
     )
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
-        record = make_record(
+        fresh = record(
             epoch=NOW - 0.2,
             request_id="new-1",
             model_id="us.example.fresh-model-v1:0",
-            operation="Converse",
             input_tokens=1,
             output_tokens=1,
             latency_ms=50.0,
-            status="ok",
-            token_source="body",
         )
         with Path("usage.jsonl").open("ab") as log:
-            log.write(to_json_line(record))
+            log.write(to_json_line(fresh))
         feed.tailer.poll()
         waker = threading.Thread(target=app._wake)  # as the tailer's thread does after a batch
         waker.start()

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,6 @@ ANTHROPIC_BODY = json.dumps(
     }
 )
 NO_RETRY = Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BedrockServer]:
-    with BedrockServer() as running:
-        yield running
 
 
 @pytest.fixture(autouse=True)

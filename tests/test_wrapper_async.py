@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,6 @@ from tests.bedrock_server import (
 MESSAGES = [{"role": "user", "content": [{"text": "Name three rivers."}]}]
 BODY = json.dumps({"messages": [{"role": "user", "content": "Name three rivers."}]})
 NO_RETRY = Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BedrockServer]:
-    with BedrockServer() as running:
-        yield running
 
 
 @pytest.fixture

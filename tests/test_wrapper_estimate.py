@@ -51,12 +51,6 @@ def tokens(path: Path, text: str) -> int:
     return len(Tokenizer.from_file(str(path)).encode(text, add_special_tokens=False).ids)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[BedrockServer]:
-    with BedrockServer() as running:
-        yield running
-
-
 @pytest.fixture
 def client(server: BedrockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for key, value in TEST_AWS_ENV.items():

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +148,6 @@ def test_rotation_size_setting() -> None:
 
 
 # -- the caller never notices ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BedrockServer]:
-    with BedrockServer() as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,12 +44,6 @@ APP = textwrap.dedent(
     sys.exit(3)
     """
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BedrockServer]:
-    with BedrockServer() as running:
-        yield running
 
 
 @pytest.fixture

@@ -189,6 +189,13 @@ class LogTailer:
         self._start_epoch = start_epoch
         self._poll_interval = poll_interval
         self._notifications = notifications
+        # The directory of each pattern, where notifications can cover it (no glob characters
+        # in the directory part).
+        self._watchable = [
+            directory
+            for directory in (os.path.dirname(pattern) or "." for pattern in self.patterns)
+            if not glob.has_magic(directory)
+        ]
         self._watch: DirectoryWatch | None = None
         self._followed: dict[tuple[int, int], _FollowedFile] = {}
         self._first_pass = True
@@ -252,9 +259,7 @@ class LogTailer:
         """How long to sleep if nothing changes: long while every directory is watched, short
         while one is missing (or its name has glob characters) or a rotated file is still read
         (writes to a deleted file make no event)."""
-        directories = [os.path.dirname(pattern) or "." for pattern in self.patterns]
-        complete = not any(glob.has_magic(directory) for directory in directories)
-        complete = watch.watch(d for d in directories if not glob.has_magic(d)) and complete
+        complete = watch.watch(self._watchable) and len(self._watchable) == len(self.patterns)
         if complete and all(f.gone_since is None for f in self._followed.values()):
             return IDLE_PASS_S
         return self._poll_interval

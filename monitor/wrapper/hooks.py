@@ -520,7 +520,26 @@ def _metering_failed(meter: CallMeter, err: Exception) -> None:
     record_dropped(f"internal error metering a {meter.operation} call: {err!r}")
 
 
-class _MeteredBody:
+class _Metered:
+    """What every metered body and stream does when the caller closes it or it is collected:
+    its record is finished with what is known."""
+
+    def _bedrock_top_abandon(self) -> None:
+        meter = _meter_of(self)
+        if meter is not None:
+            _guarded(meter, meter.abandon)
+
+    def close(self) -> None:
+        self._bedrock_top_abandon()
+        super().close()  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        # Collected unread or half read. botocore's own bodies leave the raw stream alone when
+        # collected (their ``__del__`` does nothing), and so does this.
+        self._bedrock_top_abandon()
+
+
+class _MeteredBody(_Metered):
     """Mixed into a botocore ``StreamingBody``: its read paths all end in ``read``/``readinto``."""
 
     def read(self, amt: int | None = None) -> bytes:
@@ -542,28 +561,14 @@ class _MeteredBody:
             _guarded(meter, meter.on_body_data, bytes(memoryview(b)[:count]), count == 0)
         return count
 
-    def close(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-        super().close()  # type: ignore[misc]
-
-    def __del__(self) -> None:
-        # Collected unread: botocore's own ``__del__`` leaves the raw stream alone, and so do we.
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-
     def __exit__(self, *exc_info: Any) -> None:
         # ``with body as raw`` hands the caller urllib3's stream itself, bypassing ``read``: the
         # bytes are not seen, so the record is finished (with an estimate) when the block ends.
         super().__exit__(*exc_info)  # type: ignore[misc]
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
+        self._bedrock_top_abandon()
 
 
-class _MeteredAsyncBody:
+class _MeteredAsyncBody(_Metered):
     """Mixed into an aiobotocore streaming body (aiohttp or httpx)."""
 
     async def read(self, amt: int | None = None) -> bytes:
@@ -585,19 +590,8 @@ class _MeteredAsyncBody:
             _guarded(meter, meter.on_body_data, bytes(memoryview(b)[:count]), count == 0)
         return count
 
-    def close(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-        super().close()  # type: ignore[misc]
 
-    def __del__(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-
-
-class _MeteredEventStream:
+class _MeteredEventStream(_Metered):
     """Mixed into a botocore ``EventStream``."""
 
     def __iter__(self) -> Any:
@@ -626,20 +620,8 @@ class _MeteredEventStream:
             raise
         _guarded(meter, meter.on_stream_end)
 
-    def close(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-        super().close()  # type: ignore[misc]
 
-    def __del__(self) -> None:
-        # Collected without being read to its end or closed.
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-
-
-class _MeteredAsyncEventStream:
+class _MeteredAsyncEventStream(_Metered):
     """Mixed into an aiobotocore ``AioEventStream`` (``async for`` only)."""
 
     def __aiter__(self) -> Any:
@@ -668,17 +650,6 @@ class _MeteredAsyncEventStream:
             _guarded(meter, meter.on_stream_error, err)
             raise
         _guarded(meter, meter.on_stream_end)
-
-    def close(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
-        super().close()  # type: ignore[misc]
-
-    def __del__(self) -> None:
-        meter = _meter_of(self)
-        if meter is not None:
-            _guarded(meter, meter.abandon)
 
 
 _metered_classes: dict[tuple[type, type], type] = {}
