@@ -31,7 +31,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,6 +59,21 @@ from monitor.cloudwatch_store import (
     canonical_metric,
     minute_of,
 )
+from monitor.sources.aws import (
+    ACCESS_DENIED,
+    ACCESS_DENIED_CODES,
+    CREDENTIAL_ERROR_CODES,
+    DISABLED,
+    ERROR,
+    NO_CREDENTIALS,
+    OK,
+    STALE,
+    STARTING,
+    AwsConnection,
+    AwsTarget,
+    SourceFailure,
+    classify_error,
+)
 
 NAMESPACE: Final = "AWS/Bedrock"
 MODEL_DIMENSION: Final = "ModelId"
@@ -71,15 +85,6 @@ MIN_INTERVAL_S: Final = 10.0
 DEFAULT_INTERVAL_S: Final = 60.0
 ONE_MINUTE_DATA_S: Final = 15 * 86400  # retention of 1-minute datapoints
 FIVE_MINUTE_DATA_S: Final = 63 * 86400  # retention of 5-minute datapoints
-
-# Status values of the source (CloudWatchState.status).
-STARTING: Final = "starting"
-OK: Final = "ok"
-STALE: Final = "stale"
-ERROR: Final = "error"
-DISABLED: Final = "disabled"
-NO_CREDENTIALS: Final = "no-credentials"
-ACCESS_DENIED: Final = "access-denied"
 
 # Percentile support of the endpoint (CloudWatchState.percentiles).
 PCT_UNKNOWN: Final = "unknown"
@@ -114,22 +119,6 @@ HOT: Final = "hot"
 WARM: Final = "warm"
 PCT: Final = "pct"
 TIERS: Final = (HOT, WARM, PCT)
-
-CREDENTIAL_ERROR_CODES: Final = frozenset(
-    {
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "InvalidSignatureException",
-    }
-)
-ACCESS_DENIED_CODES: Final = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "NotAuthorized"}
-)
 
 Dimensions = tuple[tuple[str, str], ...]
 PeriodStarts = Callable[[float], Mapping[str, float]]
@@ -224,15 +213,6 @@ class CloudWatchState:
         }
 
 
-class SourceFailure(Exception):
-    """A poll failed; ``status`` says how the header should show it."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass
 class _Model:
     model_id: str
@@ -242,58 +222,6 @@ class _Model:
     last_cycle: dict[str, int] = field(default_factory=dict)  # tier -> cycle number of that poll
     last_change: float | None = None
     first_seen: float | None = None
-
-
-def classify_error(exc: BaseException) -> SourceFailure:
-    """Turn a botocore/aiohttp exception into a status and a message a person can act on."""
-    from botocore import exceptions as bce
-
-    if isinstance(exc, SourceFailure):
-        return exc
-    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return SourceFailure(NO_CREDENTIALS, _NO_CREDENTIALS_MESSAGE)
-    sso_errors = bce.TokenRetrievalError | bce.SSOTokenLoadError | bce.UnauthorizedSSOTokenError
-    if isinstance(exc, sso_errors):
-        return SourceFailure(
-            NO_CREDENTIALS, f"AWS SSO session expired or missing ({exc}); run `aws sso login`"
-        )
-    if isinstance(exc, bce.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        text = str(error.get("Message", ""))[:200]
-        http = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ACCESS_DENIED_CODES:
-            return SourceFailure(
-                ACCESS_DENIED,
-                "access denied: the credentials need cloudwatch:GetMetricData and "
-                f"cloudwatch:ListMetrics ({code}: {text})",
-            )
-        if code in CREDENTIAL_ERROR_CODES:
-            return SourceFailure(
-                NO_CREDENTIALS,
-                f"AWS credentials rejected ({code}: {text}); refresh them (aws sso login, "
-                "aws configure) and bedrock-top will pick them up",
-            )
-        return SourceFailure(STALE, f"CloudWatch error {code or http}: {text}".strip())
-    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectionClosedError):
-        return SourceFailure(STALE, f"CloudWatch unreachable: {exc}")
-    if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError | asyncio.TimeoutError):
-        return SourceFailure(STALE, f"CloudWatch timed out: {exc or 'no answer'}")
-    if isinstance(exc, bce.ProfileNotFound):
-        return SourceFailure(ERROR, f"{exc}; check --profile and ~/.aws/config")
-    if isinstance(exc, bce.BotoCoreError | OSError):
-        return SourceFailure(STALE, f"CloudWatch request failed: {exc}")
-    return SourceFailure(STALE, f"CloudWatch request failed: {type(exc).__name__}: {exc}")
-
-
-_NO_CREDENTIALS_MESSAGE: Final = (
-    "no AWS credentials found (environment, ~/.aws files, SSO, instance or container role): "
-    "CloudWatch is off, the local log keeps working; set up credentials (aws configure, "
-    "aws sso login, or --profile) or pass --no-cloudwatch"
-)
-_NO_REGION_MESSAGE: Final = (
-    "no AWS region: pass --region, set AWS_REGION, or set region for the profile in ~/.aws/config"
-)
 
 
 def queries_per_call(minutes: int) -> int:
@@ -348,14 +276,14 @@ class CloudWatchSource:
         self.store = store or CloudWatchStore()
         self.period_starts = period_starts
         self.recently_active = recently_active
-        # botocore counts "total_max_attempts" including the first; "max_attempts" would be retries.
-        self._retry = {"mode": retry_mode, "total_max_attempts": max(1, max_attempts)}
+        self._retry_mode = retry_mode
+        self._max_attempts = max(1, max_attempts)
         self._timeouts = (connect_timeout_s, read_timeout_s)
         self._clock = clock
         self._rng = rng or random.Random()
         self._config_models = [m for m in dict.fromkeys(models_from_config) if m]
         self._models: dict[str, _Model] = {}
-        self._stack: AsyncExitStack | None = None
+        self._connection: AwsConnection | None = None
         self._client: Any = None
         self._probe_client: Any = None  # one attempt: a refused percentile query fails fast
         self._task: asyncio.Task[None] | None = None
@@ -391,52 +319,24 @@ class CloudWatchSource:
             self._set_failure(failure, self._clock())
 
     async def _connect(self) -> None:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import AioSession
-
-        session = AioSession(profile=self.profile)
-        region = self.region or session.get_config_variable("region")
-        if not region:
-            raise SourceFailure(ERROR, _NO_REGION_MESSAGE)
-        self.region = region
-        if await session.get_credentials() is None:
-            raise SourceFailure(NO_CREDENTIALS, _NO_CREDENTIALS_MESSAGE)
         connect_timeout, read_timeout = self._timeouts
-        stack = AsyncExitStack()
+        connection = AwsConnection(
+            AwsTarget(self.region, self.profile, self.endpoint_url),
+            retry_mode=self._retry_mode,
+            max_attempts=self._max_attempts,
+            connect_timeout_s=connect_timeout,
+            read_timeout_s=read_timeout,
+        )
         try:
-            common = {
-                "region_name": region,
-                "endpoint_url": self.endpoint_url,
-            }
-            self._client = await stack.enter_async_context(
-                session.create_client(
-                    "cloudwatch",
-                    config=AioConfig(
-                        retries=self._retry,
-                        connect_timeout=connect_timeout,
-                        read_timeout=read_timeout,
-                        user_agent_extra="bedrock-top",
-                    ),
-                    **common,
-                )
-            )
-            self._probe_client = await stack.enter_async_context(
-                session.create_client(
-                    "cloudwatch",
-                    config=AioConfig(
-                        retries={"mode": "standard", "total_max_attempts": 1},
-                        connect_timeout=connect_timeout,
-                        read_timeout=read_timeout,
-                        user_agent_extra="bedrock-top",
-                    ),
-                    **common,
-                )
-            )
+            self.region = await connection.open()
+            self._client = await connection.client("cloudwatch")
+            # One attempt: a refused percentile query fails fast.
+            self._probe_client = await connection.client("cloudwatch", max_attempts=1)
         except BaseException:
-            await stack.aclose()
+            await connection.close()
             self._client = self._probe_client = None
             raise
-        self._stack = stack
+        self._connection = connection
         if self._status in (STARTING, NO_CREDENTIALS, ERROR):
             self._message = "connected; waiting for the first poll"
 
@@ -447,11 +347,10 @@ class CloudWatchSource:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        stack, self._stack = self._stack, None
+        connection, self._connection = self._connection, None
         self._client = self._probe_client = None
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.aclose()
+        if connection is not None:
+            await connection.close()
 
     def run_in_background(self) -> asyncio.Task[None]:
         """Start :meth:`run_forever` as a task of the running loop (stopped by :meth:`stop`)."""
@@ -633,11 +532,10 @@ class CloudWatchSource:
         self._message = "; ".join(notes)
 
     async def _close_clients(self) -> None:
-        stack, self._stack = self._stack, None
+        connection, self._connection = self._connection, None
         self._client = self._probe_client = None
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.aclose()
+        if connection is not None:
+            await connection.close()
 
     async def _poll(self, now: float) -> None:
         sched = self.schedule

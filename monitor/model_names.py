@@ -1,0 +1,57 @@
+"""Matching AWS's human model names to model ids: one matcher for every caller.
+
+Service Quotas names a model "Anthropic Claude Haiku 4.5", Cost Explorer's usage types write
+``Claude3Haiku``, and the ids bedrock-top sees read ``anthropic.claude-3-haiku-20240307-v1:0``.
+AWS publishes no map between them, so both sides are split into lower-case words and numbers and a
+name matches the id whose words contain all of the name's words with the fewest left over. A tie
+matches nothing: a wrong match would put one model's quota or bill on another.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+# Runs of letters or of digits: "Claude3Haiku" -> Claude, 3, Haiku (then camel case is split).
+_RUNS: Final = re.compile(r"[A-Za-z]+|[0-9]+")
+_CAMEL: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+
+
+def name_words(text: str) -> frozenset[str]:
+    """The lower-case words and numbers of a name or an id.
+
+    >>> sorted(name_words("Anthropic Claude Haiku 4.5"))
+    ['4', '5', 'anthropic', 'claude', 'haiku']
+    >>> sorted(name_words("Claude3Haiku"))
+    ['3', 'claude', 'haiku']
+    """
+    words: set[str] = set()
+    for run in _RUNS.findall(text):
+        if run.isdigit():
+            # "05" and "5" are the same version number.
+            words.add(str(int(run)))
+        else:
+            words.update(part.lower() for part in _CAMEL.findall(run))
+    return frozenset(words)
+
+
+def match_model(name: str | frozenset[str], model_ids: Iterable[str]) -> str | None:
+    """The id whose words contain every word of ``name`` with the fewest left over; None when
+    nothing contains them all or when two ids tie."""
+    wanted = name if isinstance(name, frozenset) else name_words(name)
+    if not wanted:
+        return None
+    best: str | None = None
+    best_extra = -1
+    tied = False
+    for model_id in dict.fromkeys(model_ids):
+        words = name_words(model_id)
+        if not wanted <= words:
+            continue
+        extra = len(words - wanted)
+        if best is None or extra < best_extra:
+            best, best_extra, tied = model_id, extra, False
+        elif extra == best_extra:
+            tied = True
+    return None if tied else best

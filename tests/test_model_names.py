@@ -1,0 +1,55 @@
+"""The one matcher from AWS's model names (quota names, usage types) to model ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.model_names import match_model, name_words
+
+IDS = [
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic.claude-sonnet-4-20250514-v1:0",
+    "amazon.nova-lite-v1:0",
+    "amazon.nova-pro-v1:0",
+    "meta.llama3-1-70b-instruct-v1:0",
+]
+
+
+def test_words_split_camel_case_letters_and_numbers() -> None:
+    assert name_words("Claude3Haiku") == {"claude", "3", "haiku"}
+    assert name_words("Anthropic Claude Haiku 4.5") == {"anthropic", "claude", "haiku", "4", "5"}
+    assert name_words("amazon.nova-lite-v1:0") == {"amazon", "nova", "lite", "v", "1", "0"}
+    assert name_words("USE1") == {"use", "1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Anthropic Claude 3 Haiku", "anthropic.claude-3-haiku-20240307-v1:0"),
+        ("Claude3Haiku", "anthropic.claude-3-haiku-20240307-v1:0"),
+        ("Claude3.5Haiku", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+        ("Anthropic Claude Haiku 4.5", "anthropic.claude-haiku-4-5-20251001-v1:0"),
+        ("Claude4.5Sonnet", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        ("Claude Sonnet 4", "anthropic.claude-sonnet-4-20250514-v1:0"),
+        ("Amazon Nova Lite", "amazon.nova-lite-v1:0"),
+        ("NovaPro", "amazon.nova-pro-v1:0"),
+        ("Meta Llama 3.1 70B Instruct", "meta.llama3-1-70b-instruct-v1:0"),
+    ],
+)
+def test_names_match_the_id_with_the_fewest_words_left_over(name: str, expected: str) -> None:
+    assert match_model(name, IDS) == expected
+
+
+def test_unknown_names_and_ties_match_nothing() -> None:
+    assert match_model("Mistral Large", IDS) is None
+    assert match_model("", IDS) is None
+    # Both ids have exactly one word the name lacks: a tie is no match.
+    assert match_model("Amazon Nova", ["amazon.nova-lite", "amazon.nova-pro"]) is None
+
+
+def test_a_profile_prefix_is_a_word_left_over() -> None:
+    ids = ["us.anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"]
+    assert match_model("Claude3Haiku", ids) == "anthropic.claude-3-haiku-20240307-v1:0"
