@@ -703,7 +703,8 @@ def load_config(
         provenance[name] = Origin("file", f"{file_path}" + (f":{line}" if line else ""))
 
     log_env = env.get(LOG_ENV)
-    if log_env:
+    # "-" sends the wrapper's records to standard output: there is no file here to follow.
+    if log_env and log_env.strip() != "-":
         values["sources.logs"] = [str(Path(log_env).expanduser())]
         provenance["sources.logs"] = Origin("environment", LOG_ENV)
 

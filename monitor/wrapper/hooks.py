@@ -33,8 +33,9 @@ from typing import Any, Final
 
 import msgspec
 
-from monitor.paths import default_log_path
-from monitor.records import MAX_TOKENS, Operation, record_line
+from monitor.emf import add_emf, emf_members
+from monitor.paths import LOG_ENV, default_log_path
+from monitor.records import MAX_LINE_BYTES, MAX_TOKENS, Operation, record_line
 from monitor.wrapper import estimate as estimating
 from monitor.wrapper.extract import (
     HEADER_REQUEST_ID,
@@ -46,6 +47,7 @@ from monitor.wrapper.extract import (
     counts_from_invocation_metrics,
     status_for_error,
 )
+from monitor.wrapper.stdout import STDOUT_TARGET, StdoutWriter, stdout_writer
 from monitor.wrapper.writer import (
     ROTATE_ENV,
     UsageLogWriter,
@@ -58,6 +60,7 @@ logger = logging.getLogger("monitor.wrapper")
 
 APP_ENV: Final = "BEDROCK_TOP_APP"
 TAGS_ENV: Final = "BEDROCK_TOP_TAGS"
+EMF_ENV: Final = "BEDROCK_TOP_EMF"
 SERVICE: Final = "bedrock-runtime"
 OPERATIONS: Final[tuple[Operation, ...]] = (
     "InvokeModel",
@@ -437,6 +440,8 @@ class CallMeter:
                 app=instrumentation.app,
                 tags=instrumentation.tags,
             )
+            if instrumentation.emf:
+                line = _with_emf(line, self, status, counts, latency)
         except Exception as err:
             record_dropped(f"cannot build the record of a {self.operation} call: {err!r}")
             return
@@ -707,21 +712,35 @@ if hasattr(os, "register_at_fork"):
 # -- the client's hooks ------------------------------------------------------------------------
 
 
+LineWriter = UsageLogWriter | StdoutWriter
+
+
 class Instrumentation:
     """The settings and event handlers attached to one client."""
 
     def __init__(
-        self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
+        self,
+        writer: LineWriter,
+        app: str | None,
+        tags: dict[str, str] | None,
+        estimate: bool,
+        emf: bool = False,
     ) -> None:
-        self.configure(writer, app, tags, estimate)
+        self.configure(writer, app, tags, estimate, emf)
 
     def configure(
-        self, writer: UsageLogWriter, app: str | None, tags: dict[str, str] | None, estimate: bool
+        self,
+        writer: LineWriter,
+        app: str | None,
+        tags: dict[str, str] | None,
+        estimate: bool,
+        emf: bool = False,
     ) -> None:
         self.writer = writer
         self.app = app
         self.tags = tags
         self.estimate = estimate
+        self.emf = emf
 
     def on_params(self, params: Any, model: Any, context: Any, **_: Any) -> None:
         try:
@@ -752,6 +771,31 @@ class Instrumentation:
         meter = context.pop(_CONTEXT_KEY, None)
         if meter is not None:
             _guarded(meter, meter.on_exception, exception)
+
+
+def _with_emf(line: bytes, meter: CallMeter, status: str, counts: Counts, latency: float) -> bytes:
+    """The record's line with its EMF block; the plain record when the block would make the
+    line longer than a reader accepts (the record matters more than its metrics)."""
+    extended = add_emf(
+        line,
+        emf_members(
+            epoch=meter.start_epoch + latency / 1000.0,
+            app=meter.instrumentation.app,
+            model_id=meter.model_id,
+            status=status,
+            input_tokens=min(counts.input_tokens, MAX_TOKENS),
+            output_tokens=min(counts.output_tokens, MAX_TOKENS),
+            cache_read_input_tokens=min(counts.cache_read_input_tokens, MAX_TOKENS),
+            cache_write_input_tokens=min(counts.cache_write_input_tokens, MAX_TOKENS),
+            latency_ms=round(latency, 3),
+        ),
+    )
+    return extended if len(extended) <= MAX_LINE_BYTES else line
+
+
+def env_flag(name: str) -> bool:
+    """An on/off environment variable: ``1``, ``true``, ``yes`` or ``on`` (any case) is on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def default_app() -> str:
@@ -822,6 +866,8 @@ def instrument(
     tags: Mapping[str, str] | None = None,
     estimate: bool = True,
     max_log_bytes: int | None = None,
+    log: str | os.PathLike[str] | None = None,
+    emf: bool | None = None,
 ) -> Any:
     """Record every InvokeModel, InvokeModelWithResponseStream, Converse and ConverseStream call
     of a boto3 or aiobotocore ``bedrock-runtime`` client in the usage log; returns the client.
@@ -831,6 +877,10 @@ def instrument(
     ``$BEDROCK_TOP_TAGS`` (``k=v,k=v``). ``estimate`` counts tokens locally when a response has
     no count (such records say ``token_source: "estimate"``). ``max_log_bytes`` (or
     ``$BEDROCK_TOP_LOG_MAX_BYTES``) rotates the log to ``<log>.1`` when it grows past that size.
+    ``log`` is ``log_path`` by its shorter name; ``"-"`` (or ``BEDROCK_TOP_LOG=-``) writes the
+    records to standard output instead of a file (Lambda, containers). ``emf`` (default
+    ``$BEDROCK_TOP_EMF``) adds a CloudWatch Embedded Metric Format block to each record
+    (namespace ``BedrockTop``, dimensions ``[App, ModelId]`` and ``[ModelId]``).
 
     Instrumenting a client again only updates these settings.
     """
@@ -843,19 +893,27 @@ def instrument(
         )
     if app is not None and (not isinstance(app, str) or len(app) > 256):
         raise ValueError("app must be a string of at most 256 characters")
-    path = Path(log_path) if log_path is not None else default_log_path()
+    if log is not None and log_path is not None and os.fspath(log) != os.fspath(log_path):
+        raise ValueError("give the log as log= or log_path=, not both")
+    target = log if log is not None else log_path
     if max_log_bytes is not None and max_log_bytes <= 0:
         raise ValueError("max_log_bytes must be positive")
-    writer = writer_for(path.expanduser(), max_log_bytes or _env_max_bytes())
+    writer: LineWriter
+    if _is_stdout(target):
+        writer = stdout_writer()
+    else:
+        path = Path(target) if target is not None else default_log_path()
+        writer = writer_for(path.expanduser(), max_log_bytes or _env_max_bytes())
     checked_tags = _checked_tags(tags) if tags is not None else _env_tags()
     app_name = app if app is not None else default_app()
+    emf_on = env_flag(EMF_ENV) if emf is None else bool(emf)
 
     existing = client.__dict__.get(_CLIENT_ATTR)
     if existing is not None:
         # Possibly from another copy of this module (zero-code mode loads its own): same shape.
-        existing.configure(writer, app_name, checked_tags, estimate)
+        existing.configure(writer, app_name, checked_tags, estimate, emf_on)
         return client
-    instrumentation = Instrumentation(writer, app_name, checked_tags, estimate)
+    instrumentation = Instrumentation(writer, app_name, checked_tags, estimate, emf_on)
     client.__dict__[_CLIENT_ATTR] = instrumentation
     events = client.meta.events
     for operation in OPERATIONS:
@@ -875,6 +933,12 @@ def instrument(
             unique_id=f"bedrock-top-error-{operation}",
         )
     return client
+
+
+def _is_stdout(target: str | os.PathLike[str] | None) -> bool:
+    if target is None:
+        return os.environ.get(LOG_ENV, "").strip() == STDOUT_TARGET
+    return os.fspath(target) == STDOUT_TARGET
 
 
 def is_instrumented(client: Any) -> bool:

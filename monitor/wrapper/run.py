@@ -18,25 +18,28 @@ from pathlib import Path
 from monitor.paths import LOG_ENV
 from monitor.wrapper.auto import DEPS_PATH_ENV
 from monitor.wrapper.estimate import TOKENIZER_ENV
-from monitor.wrapper.hooks import APP_ENV, TAGS_ENV, _checked_tags, parse_tags
+from monitor.wrapper.hooks import APP_ENV, EMF_ENV, TAGS_ENV, _checked_tags, parse_tags
+from monitor.wrapper.stdout import STDOUT_TARGET
 from monitor.wrapper.writer import ROTATE_ENV, parse_max_bytes
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 
 USAGE = """\
 usage: bedrock-top run [--app NAME] [--log PATH] [--tag KEY=VALUE]... [--tokenizer SPEC]
-                       [--max-log-bytes SIZE] [--] COMMAND [ARGS...]
+                       [--max-log-bytes SIZE] [--emf] [--] COMMAND [ARGS...]
 
 Run COMMAND with every bedrock-runtime client it creates recorded in the usage log.
 
   --app NAME           application name in the records (default: $BEDROCK_TOP_APP, else the
                        program's name)
   --log PATH           usage log to append to (default: $BEDROCK_TOP_LOG, else the file the
-                       monitor tails)
+                       monitor tails); - writes the records to standard output
   --tag KEY=VALUE      tag every record (repeatable)
   --tokenizer SPEC     tokenizer.json, directory, or Hugging Face repo id in the local cache,
                        for estimates when a response has no token count
   --max-log-bytes SIZE rotate the log to <log>.1 past SIZE (e.g. 50M)
+  --emf                add a CloudWatch Embedded Metric Format block to each record
+                       (namespace BedrockTop; sets BEDROCK_TOP_EMF=1)
 """
 
 
@@ -58,6 +61,9 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
         if not arg.startswith("-"):
             args.insert(0, arg)
             break
+        if arg == "--emf":
+            env[EMF_ENV] = "1"
+            continue
         name, has_value, value = arg.partition("=")
         if name not in ("--app", "--log", "--tag", "--tokenizer", "--max-log-bytes"):
             raise UsageError(f"unknown option {name}")
@@ -70,7 +76,11 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
                 raise UsageError("--app needs a name of 1 to 256 characters")
             env[APP_ENV] = value
         elif name == "--log":
-            env[LOG_ENV] = os.path.abspath(os.path.expanduser(value))
+            env[LOG_ENV] = (
+                STDOUT_TARGET
+                if value == STDOUT_TARGET
+                else os.path.abspath(os.path.expanduser(value))
+            )
         elif name == "--tag":
             try:
                 tags.update(parse_tags(value))
