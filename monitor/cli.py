@@ -162,9 +162,14 @@ def run_once(args: argparse.Namespace) -> int:
     try:
         session.feed.catch_up()
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
+        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now)
         report = session.report(
-            now, sources_extra={"cloudwatch": cloudwatch_state}, cloudwatch=cloudwatch
+            now,
+            sources_extra={"cloudwatch": cloudwatch_state, "apps_cloudwatch": apps_state},
+            cloudwatch=cloudwatch,
         )
+        # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
+        report["apps_cloudwatch"] = apps_cloudwatch
     finally:
         session.close()
     fmt = args.format or "table"

@@ -39,6 +39,10 @@ OriginKind = Literal["default", "file", "environment", "flag"]
 
 DEFAULT_INTERVAL_S = 60.0
 MIN_INTERVAL_S = 10.0
+# Same values as monitor.sources.app_metrics (not imported: that module loads aiobotocore's
+# helpers, and the configuration must stay light).
+DEFAULT_APP_METRICS_INTERVAL_S = 300.0
+MIN_APP_METRICS_INTERVAL_S = 60.0
 DEFAULT_REFRESH_S = 1.0
 MIN_REFRESH_S = 0.1
 MAX_REFRESH_S = 60.0
@@ -115,6 +119,8 @@ class SourcesConfig:
     profile: str | None = None
     endpoint_url: str | None = None
     interval_s: float = DEFAULT_INTERVAL_S
+    # Polls of the BedrockTop namespace (the wrapper's EMF, per app): slower, each costs money.
+    app_metrics_interval_s: float = DEFAULT_APP_METRICS_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -482,6 +488,9 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "sources.interval_s": lambda c, v, p: c.number(
         v, p, minimum=MIN_INTERVAL_S, maximum=_MAX_SECONDS, unit=" (seconds)"
     ),
+    "sources.app_metrics_interval_s": lambda c, v, p: c.number(
+        v, p, minimum=MIN_APP_METRICS_INTERVAL_S, maximum=_MAX_SECONDS, unit=" (seconds)"
+    ),
     "ui.refresh_s": lambda c, v, p: c.number(
         v, p, minimum=MIN_REFRESH_S, maximum=MAX_REFRESH_S, unit=" (seconds)"
     ),
@@ -497,6 +506,7 @@ _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.profile": None,
     "sources.endpoint_url": None,
     "sources.interval_s": DEFAULT_INTERVAL_S,
+    "sources.app_metrics_interval_s": DEFAULT_APP_METRICS_INTERVAL_S,
     "ui.refresh_s": DEFAULT_REFRESH_S,
     "ui.theme": DEFAULT_THEME,
     "tokenizer": None,
@@ -740,6 +750,7 @@ def load_config(
         profile=cast("str | None", values["sources.profile"]),
         endpoint_url=cast("str | None", values["sources.endpoint_url"]),
         interval_s=cast(float, values["sources.interval_s"]),
+        app_metrics_interval_s=cast(float, values["sources.app_metrics_interval_s"]),
     )
     return Config(
         sources=sources,
@@ -881,7 +892,15 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
         ("models", list(config.models), prov.get("models", default)),
         ("on_threshold", config.on_threshold, prov.get("on_threshold", default)),
     ]
-    for name in ("logs", "cloudwatch", "region", "profile", "endpoint_url", "interval_s"):
+    for name in (
+        "logs",
+        "cloudwatch",
+        "region",
+        "profile",
+        "endpoint_url",
+        "interval_s",
+        "app_metrics_interval_s",
+    ):
         rows.append(
             (f"sources.{name}", getattr(config.sources, name), prov.get(f"sources.{name}", default))
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitor.app_metrics_store import AppTotals
 from monitor.budgets import BudgetStatus, budget_report, evaluate_all, period_bounds
 from monitor.cloudwatch_store import (
     CACHE_READ,
@@ -160,6 +161,31 @@ class Session:
             period_starts=self.budget_period_starts if wants_budgets else None,
         )
 
+    def apps_cloudwatch_once(
+        self, args: argparse.Namespace, now: float
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Per-app account-wide totals from the ``BedrockTop`` namespace (the wrapper's EMF) over
+        ``--since``, for the report's ``apps_cloudwatch``; and the source's state."""
+        from monitor.app_metrics_store import apps_report
+        from monitor.sources.app_metrics import app_metrics_once
+        from monitor.sources.aws import AwsTarget
+
+        enabled, reason = cloudwatch_wanted(args, self.config)
+        sources = self.config.sources
+        grouped, state = app_metrics_once(
+            AwsTarget(sources.region, sources.profile, sources.endpoint_url),
+            self.since,
+            now,
+            enabled=enabled,
+            disabled_message=reason,
+        )
+        book = self.price_book
+
+        def cost(model_id: str, totals: AppTotals) -> float | None:
+            return book.cost_usd(model_id, app_tally(totals))
+
+        return apps_report(grouped, now - self.since, cost), state
+
     def reload_config(self) -> None:
         """Read the configuration file again (after the screen saved a change to it): the file
         that was read, with the same flags on top. Raises SessionError."""
@@ -206,6 +232,17 @@ def cloudwatch_usage(
         )
 
     return usage
+
+
+def app_tally(totals: AppTotals) -> Tally:
+    """An app's CloudWatch totals as a tally, for pricing."""
+    return Tally(
+        requests=totals.requests,
+        input_tokens=totals.input_tokens,
+        output_tokens=totals.output_tokens,
+        cache_read_input_tokens=totals.cache_read_input_tokens,
+        cache_write_input_tokens=totals.cache_write_input_tokens,
+    )
 
 
 def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:

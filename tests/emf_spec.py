@@ -145,3 +145,33 @@ def _directive_problems(root: dict[str, Any], directive: Any, where: str) -> lis
             ):
                 problems.append(f"{where}: metric {name!r} value {item!r} is not a number")
     return problems
+
+
+def extract_metric_data(line: bytes) -> list[tuple[str, list[dict[str, Any]]]]:
+    """What CloudWatch Logs makes of one EMF event, as PutMetricData arguments: per directive,
+    one datum per dimension set and metric (the tests' stand-in for CloudWatch, since moto
+    does not extract EMF)."""
+    import datetime as dt
+
+    root = json.loads(line)
+    meta = root["_aws"]
+    timestamp = dt.datetime.fromtimestamp(meta["Timestamp"] / 1000, tz=dt.UTC)
+    extracted = []
+    for directive in meta["CloudWatchMetrics"]:
+        data = []
+        for dims in directive["Dimensions"]:
+            for metric in directive["Metrics"]:
+                value = root[metric["Name"]]
+                datum: dict[str, Any] = {
+                    "MetricName": metric["Name"],
+                    "Dimensions": [{"Name": name, "Value": root[name]} for name in dims],
+                    "Timestamp": timestamp,
+                    "Unit": metric.get("Unit", "None"),
+                }
+                if isinstance(value, list):
+                    datum["Values"] = value
+                else:
+                    datum["Value"] = value
+                data.append(datum)
+        extracted.append((directive["Namespace"], data))
+    return extracted
