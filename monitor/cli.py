@@ -162,7 +162,7 @@ def run_once(args: argparse.Namespace) -> int:
     try:
         session.feed.catch_up()
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
-        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now)
+        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
         report = session.report(
             now,
             sources_extra={"cloudwatch": cloudwatch_state, "apps_cloudwatch": apps_state},

@@ -12,9 +12,18 @@ from monitor.budgets import ThresholdEvent, ThresholdTracker, run_on_threshold
 from monitor.cloudwatch_store import INVOCATIONS, LATENCY, SUM, TTFT
 from monitor.formatting import format_count, format_usd
 from monitor.session import Session
+from monitor.sources.app_metrics import RATE_WINDOW_S as APP_RATE_WINDOW_S
+from monitor.sources.app_metrics import AppMetricsSource
 from monitor.sources.cloudwatch import CloudWatchSource
 from monitor.store import Tally
-from monitor.ui.hooks import BudgetAlarm, BudgetLimit, BudgetStatus, CloudWatchState, ScreenExtras
+from monitor.ui.hooks import (
+    AppRate,
+    BudgetAlarm,
+    BudgetLimit,
+    BudgetStatus,
+    CloudWatchState,
+    ScreenExtras,
+)
 
 _log = logging.getLogger(__name__)
 AVERAGE = "Average"
@@ -179,7 +188,66 @@ class LiveCloudWatch:
         return self.source.store.value(model_id, INVOCATIONS, SUM, newest)
 
 
-def live_extras(session: Session, cloudwatch: CloudWatchSource | None) -> ScreenExtras:
+class LiveAppMetrics:
+    """The BedrockTop poller (per-app rates from the wrapper's EMF) as the screen sees it."""
+
+    def __init__(self, source: AppMetricsSource, window_s: int = APP_RATE_WINDOW_S) -> None:
+        self.source = source
+        self.window_s = window_s
+        self._rates: tuple[int, list[AppRate]] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.source.store.version
+
+    async def start(self) -> None:
+        await self.source.start()
+        self.source.run_in_background()
+
+    async def stop(self) -> None:
+        await self.source.stop()
+
+    def app_rates(self) -> list[AppRate]:
+        store = self.source.store
+        cached = self._rates
+        if cached is not None and cached[0] == store.version:
+            return cached[1]  # nothing new since the last poll: no recomputation per frame
+        rows = []
+        for app in store.apps():
+            rates = store.rates(app, self.window_s)
+            totals = store.totals(app, rates.as_of - self.window_s, rates.as_of)
+            rows.append(
+                AppRate(
+                    app=app,
+                    requests_per_min=rates.requests_per_min,
+                    input_tokens_per_min=rates.input_tokens_per_min,
+                    output_tokens_per_min=rates.output_tokens_per_min,
+                    errors=rates.errors,
+                    throttles=rates.throttles,
+                    models=len(store.models_of(app)),
+                    latency_avg_ms=totals.latency_avg_ms,
+                )
+            )
+        rows.sort(key=lambda row: (-row.input_tokens_per_min - row.output_tokens_per_min, row.app))
+        self._rates = (store.version, rows)
+        return rows
+
+    def apps_state(self) -> CloudWatchState:
+        health = self.source.health
+        return CloudWatchState(
+            region=health.region or "no region",
+            state=health.status,
+            last_good_epoch=health.last_good,
+            cost_per_hour_usd=health.cost_per_hour_usd,
+            message=health.message if health.status != "ok" else "",
+        )
+
+
+def live_extras(
+    session: Session,
+    cloudwatch: CloudWatchSource | None,
+    apps_cloudwatch: AppMetricsSource | None = None,
+) -> ScreenExtras:
     """The screen's optional inputs for this session."""
     book = session.price_book
 
@@ -191,4 +259,5 @@ def live_extras(session: Session, cloudwatch: CloudWatchSource | None) -> Screen
         budgets=LiveBudgets(session) if session.config.budgets else None,
         cloudwatch=None if cloudwatch is None else LiveCloudWatch(cloudwatch),
         notices=list(session.config.warnings),
+        apps_cloudwatch=None if apps_cloudwatch is None else LiveAppMetrics(apps_cloudwatch),
     )

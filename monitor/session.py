@@ -162,15 +162,27 @@ class Session:
         )
 
     def apps_cloudwatch_once(
-        self, args: argparse.Namespace, now: float
+        self,
+        args: argparse.Namespace,
+        now: float,
+        cloudwatch_state: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Per-app account-wide totals from the ``BedrockTop`` namespace (the wrapper's EMF) over
-        ``--since``, for the report's ``apps_cloudwatch``; and the source's state."""
+        ``--since``, for the report's ``apps_cloudwatch``; and the source's state. When the
+        CloudWatch source could not even start (no credentials, no region), this one does not
+        try again: same account, same answer."""
         from monitor.app_metrics_store import apps_report
         from monitor.sources.app_metrics import app_metrics_once
-        from monitor.sources.aws import AwsTarget
+        from monitor.sources.aws import ERROR, NO_CREDENTIALS, AwsTarget
 
         enabled, reason = cloudwatch_wanted(args, self.config)
+        if (
+            enabled
+            and cloudwatch_state
+            and cloudwatch_state.get("state") in (ERROR, NO_CREDENTIALS)
+        ):
+            enabled = False
+            reason = f"not polled: CloudWatch {cloudwatch_state.get('message', '')}".strip()
         sources = self.config.sources
         grouped, state = app_metrics_once(
             AwsTarget(sources.region, sources.profile, sources.endpoint_url),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from tests.bedrock_server import (
 )
 from tests.emf_spec import extract_metric_data
 from tests.test_cloudwatch_source import FaultProxy, aws_env, cw, moto_url
+from tests.test_tmux import Tmux, needs_tmux
 
 __all__ = ["aws_env", "cw", "moto_url"]  # fixtures shared with the CloudWatch source's tests
 
@@ -345,3 +348,101 @@ def test_once_json_has_apps_cloudwatch(
     # Priced with the built-in prices (Sonnet 4.5 is known); never added to local numbers.
     assert apps["search-api"]["cost_usd"] is not None
     assert report["totals"]["local"]["requests"] == 0
+
+
+# -- on the screen -------------------------------------------------------------------------------
+
+
+async def test_overview_shows_per_app_rates_polled_from_bedrocktop(
+    cw: Any, moto_url: str, server: BedrockServer, bedrock_env: None, tmp_path: Path
+) -> None:
+    from monitor.feed import LocalFeed
+    from monitor.live import LiveAppMetrics
+    from monitor.ui.app import BedrockTopApp
+    from monitor.ui.hooks import ScreenExtras
+    from monitor.ui.themes import load_themes
+    from monitor.ui.widgets import TextPanel
+
+    lines = emit_fleet(server, tmp_path / "fleet.jsonl")
+    ship(cw, lines)
+    now = time.time()
+    local = tmp_path / "this-host.jsonl"
+    local.write_bytes(b"")
+    feed = LocalFeed([str(local)], since=now - 3600, start_epoch=now - 86400, clock=time.time)
+    feed.catch_up()
+    view = LiveAppMetrics(source_for(moto_url))
+    app = BedrockTopApp(
+        feed,
+        follow=False,
+        extras=ScreenExtras(apps_cloudwatch=view),
+        catalog=load_themes(tmp_path / "no-themes"),
+    )
+    async with app.run_test(size=(150, 40)) as pilot:
+        panel = app.screen.query_one("#apps", TextPanel)
+        # The first poll runs in the app's loop; an idle screen refreshes every 15 s.
+        deadline = time.monotonic() + 60
+        while "batch-etl" not in panel.text.plain:
+            assert time.monotonic() < deadline, panel.text.plain
+            await pilot.pause(0.1)
+        await pilot.pause(1.2)  # the next refresh draws the panel with its layout
+        assert panel.display
+        shown = panel.text.plain.splitlines()
+        assert shown[0].startswith(" APPS acct BedrockTop per minute")
+        expected = hand_sums([parse_line(line) for line in lines])
+        rows = {line.split()[0]: line for line in shown[1:]}
+        assert list(rows) == ["batch-etl", "search-api"]  # busiest (tokens) first
+        for name, row in rows.items():
+            want = expected[name]
+            # Per minute over the last 5 minutes of data: all of these calls fall inside.
+            assert re.search(rf" {want['requests'] / 5:.1f} req ", row), row
+            assert re.search(rf" {format_rate(want['input_tokens'] / 5)} in ", row), row
+            assert re.search(rf" {format_rate(want['output_tokens'] / 5)} out ", row), row
+            assert f"err {int(want['errors'])} thr {int(want['throttles'])}" in row
+        assert "2 models" in rows["search-api"]
+        # The local rows stay this host's own: nothing from BedrockTop is added to them.
+        assert "0 models" in app.screen.query_one("#totals", TextPanel).text.plain
+    await view.stop()
+
+
+def format_rate(value: float) -> str:
+    from monitor.formatting import format_count
+
+    return f"{value:.1f}" if value < 10 else format_count(round(value))
+
+
+@needs_tmux
+def test_the_real_program_in_tmux_shows_per_app_rates(
+    cw: Any, moto_url: str, server: BedrockServer, bedrock_env: None, tmp_path: Path
+) -> None:
+    ship(cw, emit_fleet(server, tmp_path / "fleet.jsonl"))
+    (tmp_path / "config.toml").write_text("# defaults\n")
+    local = tmp_path / "this-host.jsonl"
+    local.write_bytes(b"")
+    settings = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "BEDROCK_TOP_CONFIG": str(tmp_path / "config.toml"),
+    }
+    command = " ".join(
+        [
+            "env",
+            *(f"{key}={shlex.quote(value)}" for key, value in settings.items()),
+            shlex.quote(sys.executable),
+            "-m monitor --region us-east-1",
+            f"--endpoint-url {moto_url} --log {shlex.quote(str(local))}",
+        ]
+    )
+    session = Tmux(150, 40, command)
+    try:
+        screen = session.wait_for(lambda text: "search-api" in text, timeout=60)
+        apps = [line for line in screen.splitlines() if " req " in line and " in " in line]
+        assert any(line.lstrip().startswith("batch-etl") for line in apps), screen
+        assert any("search-api" in line and "err 1 thr 1" in line for line in apps), screen
+        assert "APPS acct BedrockTop per minute" in screen
+        session.keys("q")
+        session.wait_for(lambda _: session.marker.exists(), timeout=15)
+    finally:
+        session.close()

@@ -112,6 +112,10 @@ class BedrockTopApp(App[int]):
         if self.extras.cloudwatch is not None:
             # The poller lives in this event loop: its awaits never block the screen.
             self.run_worker(self.extras.cloudwatch.start(), name="cloudwatch", group="sources")
+        if self.extras.apps_cloudwatch is not None:
+            self.run_worker(
+                self.extras.apps_cloudwatch.start(), name="apps-cloudwatch", group="sources"
+            )
         if self._watch_terminal and loop is not None:
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -159,6 +163,9 @@ class BedrockTopApp(App[int]):
         if self.extras.cloudwatch is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.extras.cloudwatch.stop(), timeout=2)
+        if self.extras.apps_cloudwatch is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.extras.apps_cloudwatch.stop(), timeout=2)
 
     # -- time and data ------------------------------------------------------------------------
     def now(self) -> float:
@@ -166,7 +173,11 @@ class BedrockTopApp(App[int]):
 
     def extras_version(self) -> int:
         cloudwatch = self.extras.cloudwatch
-        return 0 if cloudwatch is None else cloudwatch.version
+        apps = self.extras.apps_cloudwatch
+        # Two counters that only grow: their sum changes whenever either does.
+        return (0 if cloudwatch is None else cloudwatch.version) + (
+            0 if apps is None else apps.version
+        )
 
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         if self.extras.budgets is None:
@@ -416,9 +427,11 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         session.feed.catch_up()
         config = session.config
-        source = None
+        source = apps_source = None
         enabled, _why = cloudwatch_wanted(args, config)
         if enabled:
+            from monitor.sources.app_metrics import AppMetricsSource
+            from monitor.sources.aws import AwsTarget
             from monitor.sources.cloudwatch import CloudWatchSource
 
             source = CloudWatchSource(
@@ -430,9 +443,15 @@ def run_app(args: argparse.Namespace) -> int:
                 period_starts=session.budget_period_starts,
             )
             session.cloudwatch_store = source.store
+            apps_source = AppMetricsSource(
+                AwsTarget(
+                    config.sources.region, config.sources.profile, config.sources.endpoint_url
+                ),
+                interval_s=config.sources.app_metrics_interval_s,
+            )
         app = BedrockTopApp(
             session.feed,
-            extras=live_extras(session, source),
+            extras=live_extras(session, source, apps_source),
             interval=args.interval or config.ui.refresh_s,
             # --theme, else the configuration's, else $TEXTUAL_THEME, else the default.
             theme=args.theme

@@ -121,6 +121,38 @@ class CloudWatchView(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class AppRate:
+    """One app's account-wide rates from the ``BedrockTop`` namespace (the wrapper's EMF)."""
+
+    app: str
+    requests_per_min: float
+    input_tokens_per_min: float
+    output_tokens_per_min: float
+    errors: int
+    throttles: int
+    models: int
+    latency_avg_ms: float | None = None
+
+
+class AppMetricsView(Protocol):
+    """Per-app rates, account-wide (every host that ships the wrapper's EMF), minutes late.
+    ``version`` changes whenever anything shown changes."""
+
+    @property
+    def version(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def app_rates(self) -> Sequence[AppRate]:
+        """Busiest first, over the last minutes CloudWatch has."""
+        ...
+
+    def apps_state(self) -> CloudWatchState: ...
+
+
 @dataclass
 class ScreenExtras:
     """Optional inputs of the live screen; each absent part hides its columns and panels."""
@@ -129,6 +161,7 @@ class ScreenExtras:
     budgets: BudgetView | None = None
     cloudwatch: CloudWatchView | None = None
     notices: list[str] = field(default_factory=list)  # shown once at start (e.g. config warnings)
+    apps_cloudwatch: AppMetricsView | None = None  # per-app rates from the BedrockTop namespace
 
 
 def tightest_budget(statuses: Sequence[BudgetStatus], model_id: str | None) -> BudgetStatus | None:

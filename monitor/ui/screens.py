@@ -27,6 +27,7 @@ from monitor.store import (
     THROTTLES,
 )
 from monitor.ui import keys
+from monitor.ui.apps_panel import AppsPanel
 from monitor.ui.hooks import BudgetStatus
 from monitor.ui.overview_model import (
     LATENCY_WINDOW_S,
@@ -119,6 +120,8 @@ class OverviewScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield TextPanel(id="sources")
         yield TextPanel(id="totals")
+        if self.bt.extras.apps_cloudwatch is not None:
+            yield AppsPanel(id="apps")
         yield ModelTable(columns_for(self.bt.extras), id="models")
         # No blinking cursor: nothing on screen moves unless the data does.
         field = Input(placeholder="filter models (enter: keep, esc: clear)", id="filter")
@@ -181,6 +184,9 @@ class OverviewScreen(Screen[None]):
                 cloudwatch.set_visible_models(shown)
         with app.batch_update():
             self.query_one("#totals", TextPanel).show(self._totals_text(now, every, budgets))
+            if app.extras.apps_cloudwatch is not None:
+                panel = self.query_one("#apps", AppsPanel)
+                panel.update_from(app.extras.apps_cloudwatch, self.size.width)
             table = self.table
             table.empty_text = (
                 f"no model matches '{self.filter_text}'"
