@@ -5,10 +5,12 @@ against the local Bedrock server, the four operations
 in turn, streams read to the end, records appended to a real file. The server runs in a process
 of its own; the CPU of this process (all threads, ``time.process_time``) is measured per call.
 
-    python bench/bench_wrapper.py [--calls 2000]
+    python bench/bench_wrapper.py [--calls 2000] [--emf]
 
 Prints the median CPU per call of each client, the median of the per-pair added CPU (goal: at
-most 50 us) per operation and overall, and the ratio of wall times.
+most 50 us) per operation and overall, and the ratio of wall times. With ``--emf`` a third
+client, instrumented with ``emf=True``, joins each round, and what the EMF block adds over the
+plain record is printed too.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def timed_call(client: Any, operation: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per client (default 2000)")
+    parser.add_argument("--emf", action="store_true", help="also measure emf=True")
     args = parser.parse_args()
     os.environ.update(TEST_AWS_ENV)
     config = Config(retries={"total_max_attempts": 1})
@@ -117,20 +120,27 @@ def main() -> None:
 
         plain = client()
         wrapped = instrument(client(), log_path=log, app="bench")
-        for warm in (plain, wrapped):  # connections, parsers, first-use caches
+        emf_log = Path(tmp) / "emf.jsonl"
+        with_emf = instrument(client(), log_path=emf_log, app="bench", emf=True)
+        for warm in (plain, wrapped, with_emf):  # connections, parsers, first-use caches
             for index in range(8):
                 call(warm, OPERATIONS[index % 4])
         warm_bytes = log.stat().st_size  # the measured calls' records follow these
+        emf_warm_bytes = emf_log.stat().st_size
+        sides = ("plain", "instrumented", "emf") if args.emf else ("plain", "instrumented")
         cpu: dict[str, dict[str, list[float]]] = {
-            name: {op: [] for op in OPERATIONS} for name in ("plain", "instrumented")
+            name: {op: [] for op in OPERATIONS} for name in sides
         }
         added: dict[str, list[float]] = {op: [] for op in OPERATIONS}
-        wall = {"plain": 0.0, "instrumented": 0.0}
+        emf_added: dict[str, list[float]] = {op: [] for op in OPERATIONS}
+        wall = dict.fromkeys(sides, 0.0)
         for index in range(args.calls):
             # Calls in pairs, plain and instrumented back to back (which goes first alternates),
             # so that the drift of a shared, noisy machine falls on both sides of a difference.
             operation = OPERATIONS[index % len(OPERATIONS)]
             pair = [("plain", plain), ("instrumented", wrapped)]
+            if args.emf:
+                pair.append(("emf", with_emf))
             if (index // len(OPERATIONS)) % 2:
                 pair.reverse()
             spent = {}
@@ -139,9 +149,15 @@ def main() -> None:
                 cpu[name][operation].append(spent[name])
                 wall[name] += seconds
             added[operation].append(spent["instrumented"] - spent["plain"])
+            if args.emf:
+                emf_added[operation].append(spent["emf"] - spent["instrumented"])
         lines = log.read_bytes()[warm_bytes:].splitlines()
         assert len(lines) == args.calls, f"{len(lines)} records for {args.calls} calls"
         assert all(parse_line(line).status == "ok" for line in lines)
+        if args.emf:
+            emf_lines = emf_log.read_bytes()[emf_warm_bytes:].splitlines()
+            assert len(emf_lines) == args.calls
+            assert all(b'"_aws"' in line and parse_line(line).status == "ok" for line in emf_lines)
 
     def median_us(samples: list[float]) -> float:
         return statistics.median(samples) * 1e6
@@ -157,6 +173,12 @@ def main() -> None:
         f"wall time: plain {wall['plain']:.2f} s, instrumented {wall['instrumented']:.2f} s, "
         f"ratio {wall['instrumented'] / wall['plain']:.3f}"
     )
+    if args.emf:
+        extra = [difference for samples in emf_added.values() for difference in samples]
+        print(
+            f"emf=True: median added CPU per call over the plain record: {median_us(extra):.1f} us"
+            f"; wall ratio to plain {wall['emf'] / wall['plain']:.3f}"
+        )
     print(f"records written: {args.calls}, every one valid")
 
 
