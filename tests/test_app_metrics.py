@@ -446,3 +446,32 @@ def test_the_real_program_in_tmux_shows_per_app_rates(
         session.wait_for(lambda _: session.marker.exists(), timeout=15)
     finally:
         session.close()
+
+
+def test_once_without_a_region_does_not_try_bedrocktop_again(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("# defaults\n")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+    }
+    env.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        BEDROCK_TOP_CONFIG=str(tmp_path / "config.toml"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "--once", "--json", "--log", str(tmp_path / "u.jsonl")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["sources"]["cloudwatch"]["state"] == "error"
+    state = report["sources"]["apps_cloudwatch"]
+    assert state["state"] == "disabled" and state["message"].startswith("not polled: CloudWatch")
+    assert "no AWS region" in state["message"] and state["calls"] == state["list_calls"] == 0
+    assert report["apps_cloudwatch"] == []
