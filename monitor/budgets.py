@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from fnmatch import fnmatchcase
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from monitor.pricing import PriceBook
@@ -364,6 +364,48 @@ class ThresholdEvent:
         }
 
 
+class AlarmEvent(Protocol):
+    """What ``on_threshold`` is run for: a budget's or a quota's crossing."""
+
+    def environment(self) -> dict[str, str]: ...
+
+
+@dataclass
+class LevelTracker:
+    """Which warn levels have fired, per name, until its ``reset_key`` changes: the one memory
+    behind every alarm (budgets and quotas), so that each level rings once.
+
+    With ``rearm``, a level that the fraction falls back under may fire again on the next
+    crossing (quota usage per minute rises and falls); without it a level fires once until the
+    key changes (a budget period).
+    """
+
+    _fired: dict[str, tuple[object, set[float]]] = field(default_factory=dict)
+
+    def crossed(
+        self,
+        name: str,
+        reset_key: object,
+        levels: Iterable[float],
+        fraction: float,
+        *,
+        rearm: bool = False,
+    ) -> float | None:
+        """The highest level newly crossed, or None. Several at once give one (one bell)."""
+        state = self._fired.get(name)
+        if state is None or state[0] != reset_key:
+            state = (reset_key, set())
+            self._fired[name] = state
+        fired = state[1]
+        if rearm:
+            fired.difference_update({level for level in fired if fraction < level})
+        crossed = [level for level in levels if fraction >= level and level not in fired]
+        if not crossed:
+            return None
+        fired.update(crossed)
+        return max(crossed)
+
+
 @dataclass
 class ThresholdTracker:
     """Turns successive statuses into threshold events, once per threshold per period.
@@ -373,29 +415,19 @@ class ThresholdTracker:
     event is returned for the highest, so the bell rings once.
     """
 
-    _fired: dict[str, tuple[tuple[float, float], set[float]]] = field(default_factory=dict)
+    levels: LevelTracker = field(default_factory=LevelTracker)
 
     def update(self, statuses: Iterable[BudgetStatus]) -> list[ThresholdEvent]:
         events: list[ThresholdEvent] = []
         for status in statuses:
             key = (status.period_start, status.spec.limit)
-            state = self._fired.get(status.name)
-            if state is None or state[0] != key:
-                state = (key, set())
-                self._fired[status.name] = state
-            fired = state[1]
-            crossed = [
-                level
-                for level in status.spec.warn_at
-                if status.fraction >= level and level not in fired
-            ]
-            if not crossed:
+            threshold = self.levels.crossed(status.name, key, status.spec.warn_at, status.fraction)
+            if threshold is None:
                 continue
-            fired.update(crossed)
             events.append(
                 ThresholdEvent(
                     budget=status.name,
-                    threshold=max(crossed),
+                    threshold=threshold,
                     fraction=status.fraction,
                     period=status.period,
                     period_start_iso=status.period_start_iso,
@@ -410,7 +442,7 @@ class ThresholdTracker:
 
 def run_on_threshold(
     argv: Sequence[str],
-    event: ThresholdEvent,
+    event: AlarmEvent,
     *,
     base_env: Mapping[str, str] | None = None,
     on_error: Callable[[str], None] | None = None,

@@ -274,6 +274,10 @@ class CloudWatchStore:
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._series
 
+    def has_series(self, model_id: str, metric: str, stat: str) -> bool:
+        """Whether any datapoint of this series has arrived (it may have aged out since)."""
+        return self._ring(model_id, metric, stat) is not None
+
     def value(self, model_id: str, metric: str, stat: str, epoch_s: float) -> float | None:
         """The datapoint of the minute holding ``epoch_s``, or None when there is none."""
         ring = self._ring(model_id, metric, stat)

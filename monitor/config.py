@@ -34,6 +34,7 @@ from platformdirs import user_config_dir, user_data_dir
 from monitor.budgets import BUDGET_SOURCES, DEFAULT_WARN_AT, PERIODS, BudgetSpec
 from monitor.paths import APP_NAME, CONFIG_ENV, LOG_ENV, default_config_path
 from monitor.pricing import PRICES_AS_OF, Price, glob_problem, prefix_problem
+from monitor.quotas import DEFAULT_BURNDOWN, MEASURES, Measure, QuotaOverride
 
 OriginKind = Literal["default", "file", "environment", "flag"]
 
@@ -121,6 +122,7 @@ class SourcesConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     # Polls of the BedrockTop namespace (the wrapper's EMF, per app): slower, each costs money.
     app_metrics_interval_s: float = DEFAULT_APP_METRICS_INTERVAL_S
+    quotas: bool = True  # Service Quotas, with the same account as CloudWatch
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,10 @@ class Config:
     budgets: list[BudgetSpec] = field(default_factory=list)
     on_threshold: list[str] | None = None  # argv
     models: list[str] = field(default_factory=list)  # always shown and polled
+    # [quotas."<model id or glob>"]: limits or quota codes set by hand (win over the match).
+    quotas: list[QuotaOverride] = field(default_factory=list)
+    # Output-token burndown per model glob, over the defaults.
+    burndown: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BURNDOWN))
     path: Path | None = None  # the file read, if any
     path_origin: Origin = field(default_factory=lambda: Origin("default"))
     warnings: list[str] = field(default_factory=list)
@@ -482,6 +488,7 @@ def _show_got(value: object) -> str:
 _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]] = {
     "sources.logs": lambda c, v, p: c.string_list(v, p, "paths or globs"),
     "sources.cloudwatch": lambda c, v, p: c.boolean(v, p),
+    "sources.quotas": lambda c, v, p: c.boolean(v, p),
     "sources.region": lambda c, v, p: c.string(v, p, "an AWS region such as us-east-1"),
     "sources.profile": lambda c, v, p: c.string(v, p, "an AWS profile name"),
     "sources.endpoint_url": lambda c, v, p: c.string(v, p, "a URL"),
@@ -502,6 +509,7 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
 }
 _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.cloudwatch": True,
+    "sources.quotas": True,
     "sources.region": None,
     "sources.profile": None,
     "sources.endpoint_url": None,
@@ -526,6 +534,8 @@ _TOP_LEVEL = (
     "budgets",
     "on_threshold",
     "models",
+    "quotas",
+    "burndown",
 )
 # Flags the CLI may pass in ``cli_overrides`` (key path -> the flag, named in messages and in
 # ``config show``).
@@ -533,6 +543,7 @@ CLI_FLAGS: Mapping[str, str] = MappingProxyType(
     {
         "sources.logs": "--log",
         "sources.cloudwatch": "--no-cloudwatch",
+        "sources.quotas": "--no-quotas",
         "sources.region": "--region",
         "sources.profile": "--profile",
         "sources.endpoint_url": "--endpoint-url",
@@ -552,6 +563,8 @@ class _Document:
     pricing: dict[str, Price] = field(default_factory=dict)
     profile_multipliers: dict[str, float] = field(default_factory=dict)
     budgets: list[BudgetSpec] = field(default_factory=list)
+    quotas: list[QuotaOverride] = field(default_factory=list)
+    burndown: dict[str, float] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
 
 
@@ -620,7 +633,53 @@ def _validate_document(data: Mapping[str, Any], checker: _Checker, base_dir: Pat
                 )
             seen.add(spec.name)
             doc.budgets.append(spec)
+    _validate_quotas(data, checker, doc)
     return doc
+
+
+_QUOTA_KEYS: tuple[str, ...] = (*MEASURES, *(f"{measure}_quota_code" for measure in MEASURES))
+
+
+def _validate_quotas(data: Mapping[str, Any], checker: _Checker, doc: _Document) -> None:
+    """``[quotas."<model id or glob>"]`` (tpm, rpm, tpd, *_quota_code) and ``[burndown]``."""
+    if "quotas" in data:
+        table = checker.table(data["quotas"], ("quotas",))
+        for pattern, entry in table.items():
+            parts: tuple[str | int, ...] = ("quotas", pattern)
+            problem = glob_problem(pattern)
+            if problem:
+                raise checker.fail(parts, f"a model id or glob as the key, without {problem}")
+            values = checker.table(entry, parts)
+            checker.warn_unknown(values, _QUOTA_KEYS, parts)
+            limits: dict[Measure, int] = {}
+            codes: dict[Measure, str] = {}
+            for measure in MEASURES:
+                if measure in values:
+                    raw = values[measure]
+                    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+                        raise checker.fail(
+                            (*parts, measure),
+                            "a whole number greater than 0 (per minute or day)",
+                            raw,
+                        )
+                    limits[measure] = raw
+                code_key = f"{measure}_quota_code"
+                if code_key in values:
+                    codes[measure] = checker.string(
+                        values[code_key], (*parts, code_key), 'a quota code such as "L-8CE99163"'
+                    )
+            doc.quotas.append(QuotaOverride(pattern, limits, codes))
+    if "burndown" in data:
+        table = checker.table(data["burndown"], ("burndown",))
+        for pattern, factor in table.items():
+            problem = glob_problem(pattern)
+            if problem:
+                raise checker.fail(
+                    ("burndown", pattern), f"a model id or glob as the key, without {problem}"
+                )
+            doc.burndown[pattern] = checker.number(
+                factor, ("burndown", pattern), minimum=1, maximum=100, unit=" (output multiplier)"
+            )
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
@@ -751,7 +810,12 @@ def load_config(
         endpoint_url=cast("str | None", values["sources.endpoint_url"]),
         interval_s=cast(float, values["sources.interval_s"]),
         app_metrics_interval_s=cast(float, values["sources.app_metrics_interval_s"]),
+        quotas=cast(bool, values["sources.quotas"]),
     )
+    for quota in doc.quotas:
+        provenance[key_path("quotas", quota.pattern)] = from_file("quotas", quota.pattern)
+    for pattern in doc.burndown:
+        provenance[key_path("burndown", pattern)] = from_file("burndown", pattern)
     return Config(
         sources=sources,
         ui=UIConfig(
@@ -765,6 +829,8 @@ def load_config(
         budgets=doc.budgets,
         on_threshold=cast("list[str] | None", values["on_threshold"]),
         models=cast(list[str], values["models"]),
+        quotas=doc.quotas,
+        burndown={**DEFAULT_BURNDOWN, **doc.burndown},
         path=loaded_from,
         path_origin=path_origin,
         warnings=warnings,
@@ -895,6 +961,7 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
     for name in (
         "logs",
         "cloudwatch",
+        "quotas",
         "region",
         "profile",
         "endpoint_url",
@@ -918,6 +985,14 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
     for index, spec in enumerate(config.budgets):
         name = key_path("budgets", index)
         rows.append((name, budget_to_toml(spec), prov[name]))
+    for quota in config.quotas:
+        name = key_path("quotas", quota.pattern)
+        table: dict[str, object] = {str(m): limit for m, limit in quota.limits.items()}
+        table.update({f"{m}_quota_code": code for m, code in quota.quota_codes.items()})
+        rows.append((name, table, prov.get(name, default)))
+    for pattern, factor in sorted(config.burndown.items()):
+        name = key_path("burndown", pattern)
+        rows.append((name, factor, prov.get(name, default)))
     return rows
 
 

@@ -55,3 +55,30 @@ def match_model(name: str | frozenset[str], model_ids: Iterable[str]) -> str | N
         elif extra == best_extra:
             tied = True
     return None if tied else best
+
+
+def match_names(names: Iterable[str], model_ids: Iterable[str]) -> dict[str, str]:
+    """Each name's id, where the match holds both ways: the id is the name's best match
+    (:func:`match_model`) and, among all ``names`` whose words fit in that id, this name leaves
+    the fewest words over (a tie matches nothing).
+
+    Matching against the ids seen so far only, "Claude 3 Haiku" would otherwise take
+    ``claude-3-5-haiku`` when ``claude-3-haiku`` has not been seen; the name "Claude 3.5 Haiku"
+    in the same list fits that id better and keeps it.
+    """
+    ids = list(dict.fromkeys(model_ids))
+    id_words = {model_id: name_words(model_id) for model_id in ids}
+    words = {name: name_words(name) for name in dict.fromkeys(names)}
+    matched: dict[str, str] = {}
+    for name, wanted in words.items():
+        target = match_model(wanted, ids)
+        if target is None:
+            continue
+        target_words = id_words[target]
+        fits = [
+            len(target_words - other) for other in words.values() if other and other <= target_words
+        ]
+        least = min(fits)
+        if len(target_words - wanted) == least and fits.count(least) == 1:
+            matched[name] = target
+    return matched
