@@ -71,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--demo-steady", action="store_true", help=argparse.SUPPRESS)
     sources.add_argument("--profile", help="AWS profile for CloudWatch")
     sources.add_argument("--region", help="AWS region for CloudWatch")
-    sources.add_argument("--endpoint-url", help="CloudWatch-compatible endpoint (tests, proxies)")
+    sources.add_argument(
+        "--endpoint-url",
+        help="endpoint for every AWS service bedrock-top calls (tests, proxies); per service: "
+        "AWS_ENDPOINT_URL_<SERVICE> or endpoint_url in the AWS config file",
+    )
     sources.add_argument("--no-cloudwatch", action="store_true", help="do not poll CloudWatch")
+    sources.add_argument(
+        "--no-quotas", action="store_true", help="do not read Service Quotas (free; hourly)"
+    )
     sources.add_argument(
         "--poll-interval",
         type=float,
@@ -163,10 +170,17 @@ def run_once(args: argparse.Namespace) -> int:
         session.feed.catch_up()
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
         apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
+        model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
+        quotas, quotas_state = session.quotas_once(args, now, model_ids)
         report = session.report(
             now,
-            sources_extra={"cloudwatch": cloudwatch_state, "apps_cloudwatch": apps_state},
+            sources_extra={
+                "cloudwatch": cloudwatch_state,
+                "apps_cloudwatch": apps_state,
+                "service_quotas": quotas_state,
+            },
             cloudwatch=cloudwatch,
+            quotas=quotas,
         )
         # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
         report["apps_cloudwatch"] = apps_cloudwatch

@@ -70,6 +70,9 @@ class UsageRecord(msgspec.Struct, kw_only=True, gc=False):
     token_source: TokenSource
     app: ShortString | None = None
     tags: Tags | None = None
+    # The output tokens the request asked for (max_tokens, maxTokens, ...): what Bedrock reserves
+    # against the tokens-per-minute quota when the call starts. None: not set or not read.
+    max_tokens: TokenCount | None = None
 
     @property
     def epoch(self) -> float:
@@ -211,6 +214,7 @@ class RecordFields(TypedDict):
     error_code: NotRequired[str | None]
     app: NotRequired[str | None]
     tags: NotRequired[dict[str, str] | None]
+    max_tokens: NotRequired[int | None]
 
 
 _OPERATION_SET: Final = frozenset(OPERATIONS)
@@ -237,6 +241,7 @@ def _field_problem(
     token_source: object,
     app: object,
     tags: object,
+    max_tokens: object = None,
 ) -> str | None:
     """The first field that :class:`UsageRecord`'s constraints would reject, or None.
 
@@ -273,6 +278,10 @@ def _field_problem(
         for key, value in tags.items():
             if type(key) is not str or type(value) is not str or len(key) > 64 or len(value) > 256:
                 return "tags"
+    if max_tokens is not None and (
+        type(max_tokens) is not int or not 0 <= max_tokens <= MAX_TOKENS
+    ):
+        return "max_tokens"
     return None
 
 
@@ -294,6 +303,7 @@ def record_line(
     error_code: str | None = None,
     app: str | None = None,
     tags: dict[str, str] | None = None,
+    max_tokens: int | None = None,
 ) -> bytes:
     """One valid record as a complete line, newline included, ready for a single ``write``.
 
@@ -331,6 +341,7 @@ def record_line(
         and (error_code is None or (type(error_code) is str and len(error_code) <= 256))
         and (app is None or (type(app) is str and len(app) <= 256))
         and tags is None
+        and (max_tokens is None or (type(max_tokens) is int and 0 <= max_tokens <= MAX_TOKENS))
         and operation in _OPERATION_SET
         and status in _STATUS_SET
         and token_source in _TOKEN_SOURCE_SET
@@ -348,6 +359,7 @@ def record_line(
             token_source,
             app,
             tags,
+            max_tokens,
         )
         if problem is not None:
             raise RecordError(f"invalid {problem}", "value outside the v1 record's limits")
@@ -376,6 +388,7 @@ def record_line(
                 "token_source": token_source,
                 "app": app,
                 "tags": tags,
+                "max_tokens": max_tokens,
             }
         )
         + b"\n"

@@ -15,6 +15,8 @@ from typing import Any
 from monitor.formatting import format_count, format_ms, format_usd, iso_utc, short_model_id
 from monitor.store import Percentiles, Store, Tally
 
+QUOTA_MEASURES = ("tpm", "rpm", "tpd")
+
 RATE_WINDOW_S = 60
 RATE_WINDOW_LONG_S = 300
 
@@ -33,6 +35,8 @@ class ReportInput:
     # model_id -> cost in USD of the local tally, or None when unpriced.
     local_cost: Mapping[str, float | None] | None = None
     budgets: list[dict[str, Any]] | None = None
+    # model_id -> its ``quota`` object (tpm, rpm, tpd); models missing here get all null.
+    quotas: Mapping[str, dict[str, Any]] | None = None
 
 
 def _percentiles(values: Percentiles) -> dict[str, float | None]:
@@ -81,6 +85,7 @@ def build_report(data: ReportInput) -> dict[str, Any]:
             entry["local"] = None
         if model_id in data.cloudwatch:
             entry["cloudwatch"] = data.cloudwatch[model_id]
+        entry["quota"] = (data.quotas or {}).get(model_id) or dict.fromkeys(QUOTA_MEASURES)
         models.append(entry)
     models.sort(key=_sort_key)
     totals: dict[str, Any] = {"local": local_object(store, None, data.now)}
@@ -174,7 +179,31 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
         fraction = budget.get("fraction")
         shown = "-" if fraction is None else f"{fraction:.0%}"
         lines.append(f"budget {budget['name']}: {shown} of {budget['period']}")
+    quota_lines = [
+        f"quota {entry['model_id']}: {_quota_text(measure, quota)}"
+        for entry in report["models"]
+        if (found := tightest_quota(entry)) is not None
+        for measure, quota in (found,)
+    ]
+    if quota_lines:
+        lines += ["", *quota_lines]
     return "\n".join(lines) + "\n"
+
+
+def tightest_quota(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A model entry's quota measure closest to its limit, as ``(measure, object)``."""
+    quotas = [(m, q) for m, q in (entry.get("quota") or {}).items() if q is not None]
+    return max(quotas, key=lambda item: item[1]["fraction"], default=None)
+
+
+def _quota_text(measure: str, quota: Mapping[str, Any]) -> str:
+    estimate = "~" if quota["source"] == "local-estimate" else ""
+    used = quota["used_today"] if measure == "tpd" else quota["used_peak_5m"]
+    return (
+        f"{measure} {estimate}{quota['fraction']:.0%} ({format_count(used)} of "
+        f"{format_count(quota['limit'])}, {quota['source']}"
+        + (f", {quota['quota_code']})" if quota.get("quota_code") else ")")
+    )
 
 
 def _source_summary(name: str, state: dict[str, Any]) -> str:
@@ -219,6 +248,13 @@ def render_line(report: dict[str, Any], top: int = 2) -> str:
     for entry in ranked[:top]:
         out = entry["local"]["rates"]["output_tokens_per_s"]
         parts.append(f"{short_model_id(entry['model_id'], 24)} {format_count(round(out, 1))}/s")
+    quotas = [(e["model_id"], q) for e in report["models"] if (q := tightest_quota(e))]
+    if quotas:
+        model_id, (measure, quota) = max(quotas, key=lambda item: item[1][1]["fraction"])
+        estimate = "~" if quota["source"] == "local-estimate" else ""
+        parts.append(
+            f"quota {short_model_id(model_id, 24)} {measure} {estimate}{quota['fraction']:.0%}"
+        )
     budgets = [b for b in report.get("budgets") or [] if b.get("fraction") is not None]
     if budgets:
         tightest = max(budgets, key=lambda budget: budget["fraction"])

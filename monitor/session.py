@@ -26,6 +26,14 @@ from monitor.cloudwatch_store import (
 from monitor.config import Config, ConfigError, load_config
 from monitor.feed import DAY_S, LocalFeed
 from monitor.pricing import PriceBook
+from monitor.quotas import (
+    QUOTA_DAY_PERIOD,
+    ModelQuotas,
+    ServiceQuota,
+    UsageInputs,
+    assign_quotas,
+)
+from monitor.quotas import evaluate_all as evaluate_quotas
 from monitor.report import ReportInput, build_report
 from monitor.sources.demo import HISTORY_S, DemoWorkload, DemoWriter
 from monitor.store import Tally
@@ -42,6 +50,7 @@ def load_effective_config(args: argparse.Namespace) -> Config:
     overrides: dict[str, object] = {
         "sources.logs": args.log,
         "sources.cloudwatch": False if getattr(args, "no_cloudwatch", False) else None,
+        "sources.quotas": False if getattr(args, "no_quotas", False) else None,
         "sources.region": getattr(args, "region", None),
         "sources.profile": getattr(args, "profile", None),
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
@@ -88,6 +97,38 @@ class Session:
             for spec in self.config.budgets
         }
 
+    def alarm_period_starts(self, now: float) -> dict[str, float]:
+        """The periods the CloudWatch source keeps totals for: every budget period, and the
+        quota day (tokens per day) when quotas are on."""
+        starts = self.budget_period_starts(now)
+        if self.config.sources.quotas:
+            starts.setdefault(QUOTA_DAY_PERIOD, self.quota_day_start(now))
+        return starts
+
+    def quota_day_start(self, now: float) -> float:
+        """The start of the tokens-per-day quota's day, in the configured timezone."""
+        return period_bounds("day", now, self.config.timezone)[0]
+
+    def quota_statuses(
+        self, now: float, quotas: list[ServiceQuota], model_ids: list[str] | None = None
+    ) -> dict[str, ModelQuotas]:
+        """Each model's quotas against its usage: the models of the usage log, of CloudWatch
+        and of the configuration."""
+        store = self.feed.store
+        cloud = self.cloudwatch_store
+        if model_ids is None:
+            cloud_ids = cloud.model_ids() if cloud is not None else []
+            model_ids = [*store.model_ids(), *cloud_ids, *self.config.models]
+        assigned = assign_quotas(quotas, model_ids, self.config.quotas)
+        inputs = UsageInputs(
+            now=now,
+            day_start=self.quota_day_start(now),
+            store=store,
+            cloudwatch=cloud,
+            burndown=self.config.burndown,
+        )
+        return evaluate_quotas(assigned, model_ids, inputs)
+
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         store = self.feed.store
         cloud = self.cloudwatch_store
@@ -111,6 +152,7 @@ class Session:
         now: float,
         sources_extra: dict[str, dict[str, Any]] | None = None,
         cloudwatch: dict[str, dict[str, Any]] | None = None,
+        quotas: Mapping[str, ModelQuotas] | None = None,
     ) -> dict[str, Any]:
         """``cloudwatch``: model id -> its account-wide object (see cloudwatch_report); shown
         beside ``local``, never added to it."""
@@ -130,6 +172,7 @@ class Session:
                 cloudwatch_totals=combine_report_objects(cloudwatch.values())
                 if cloudwatch
                 else None,
+                quotas={m: q.as_report() for m, q in (quotas or {}).items()},
             )
         )
         report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
@@ -146,6 +189,8 @@ class Session:
         enabled, reason = cloudwatch_wanted(args, self.config)
         sources = self.config.sources
         wants_budgets = enabled and any(s.source != "local" for s in self.config.budgets)
+        # Quotas need recent minutes and the day's total too.
+        wants_budgets = wants_budgets or (enabled and sources.quotas)
         if wants_budgets:
             self.cloudwatch_store = CloudWatchStore()
         return cloudwatch_report(
@@ -158,7 +203,7 @@ class Session:
             disabled_message=reason,
             models_from_config=self.config.models,
             store=self.cloudwatch_store,
-            period_starts=self.budget_period_starts if wants_budgets else None,
+            period_starts=self.alarm_period_starts if wants_budgets else None,
         )
 
     def apps_cloudwatch_once(
@@ -197,6 +242,24 @@ class Session:
             return book.cost_usd(model_id, app_tally(totals))
 
         return apps_report(grouped, now - self.since, cost), state
+
+    def quotas_once(
+        self, args: argparse.Namespace, now: float, model_ids: list[str]
+    ) -> tuple[dict[str, ModelQuotas], dict[str, Any]]:
+        """For the report: the account's quotas (Service Quotas, once), each model's use
+        against them, and the source's state."""
+        from monitor.sources.service_quotas import service_quotas_once
+
+        enabled, reason = quotas_wanted(args, self.config)
+        sources = self.config.sources
+        quotas, health = service_quotas_once(
+            sources.region,
+            sources.profile,
+            sources.endpoint_url,
+            enabled=enabled,
+            disabled_message=reason,
+        )
+        return self.quota_statuses(now, quotas, model_ids), health.as_report()
 
     def reload_config(self) -> None:
         """Read the configuration file again (after the screen saved a change to it): the file
@@ -270,6 +333,17 @@ def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, s
         return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
     if args.demo and not asked:
         return False, "off with --demo (pass --profile, --region or --endpoint-url to use it)"
+    return True, ""
+
+
+def quotas_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
+    """Service Quotas uses CloudWatch's account and credentials: on with it, off with
+    --no-quotas (or sources.quotas = false). Returns (on, why not)."""
+    if not config.sources.quotas:
+        return False, "disabled (--no-quotas or sources.quotas = false)"
+    enabled, reason = cloudwatch_wanted(args, config)
+    if not enabled:
+        return False, f"off with CloudWatch: {reason}"
     return True, ""
 
 

@@ -185,6 +185,7 @@ VALID_FIELDS: dict[str, object] = {
     "token_source": "header",
     "app": None,
     "tags": None,
+    "max_tokens": None,
 }
 
 
@@ -218,6 +219,7 @@ BOUNDARY_VALUES: dict[str, list[object]] = {
         {"k": 1},
         ["k", "v"],
     ],
+    "max_tokens": [None, 0, 1, 64_000, 100_000_000, 100_000_001, -1, 1.5, True, "64"],
 }
 
 

@@ -111,7 +111,15 @@ WARM_STATS: Final[Mapping[str, tuple[str, ...]]] = {
     TTFT: (AVERAGE, MAXIMUM, SAMPLE_COUNT),
 }
 PERCENTILE_METRICS: Final = (LATENCY, TTFT)
-PERIOD_METRICS: Final = (INVOCATIONS, INPUT_TOKENS, OUTPUT_TOKENS, CACHE_READ, CACHE_WRITE)
+# TPM_QUOTA_USAGE: the quota day's tokens (tokens-per-day quotas).
+PERIOD_METRICS: Final = (
+    INVOCATIONS,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    CACHE_READ,
+    CACHE_WRITE,
+    TPM_QUOTA_USAGE,
+)
 # What a model named only in the configuration is asked for until ListMetrics finds it.
 CONFIG_MODEL_METRICS: Final = (INVOCATIONS, INPUT_TOKENS, OUTPUT_TOKENS, LATENCY)
 

@@ -6,6 +6,7 @@ rather than guessing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -180,3 +181,30 @@ def status_for_error(http_status: int, error_code: str | None) -> str:
     if 400 <= http_status < 500:
         return "client_error"
     return "server_error"
+
+
+# The request's output-token limit under each provider's name (Anthropic and Mistral
+# ``max_tokens``, Nova ``max_new_tokens`` or ``maxTokens``, Titan ``maxTokenCount``, Llama
+# ``max_gen_len``, older Claude ``max_tokens_to_sample``), found anywhere in the body. A quoted key
+# inside a prompt is escaped (\"max_tokens\") and so not matched.
+_MAX_TOKENS_IN_BODY = re.compile(
+    rb'"(?:max_tokens|maxTokens|max_new_tokens|maxTokenCount|max_gen_len|max_tokens_to_sample)"'
+    rb"\s*:\s*(\d{1,9})\b"
+)
+
+
+def requested_max_tokens(operation: str, params: Mapping[str, Any]) -> int | None:
+    """The output tokens a request asks for at most: Converse's ``inferenceConfig.maxTokens``
+    or the InvokeModel body's limit; None when the request sets none (Bedrock then reserves
+    the model's maximum) or when the body is not at hand (a file object)."""
+    if operation.startswith("Converse"):
+        config = params.get("inferenceConfig")
+        value = config.get("maxTokens") if isinstance(config, Mapping) else None
+        return value if type(value) is int and value >= 0 else None
+    body = params.get("body")
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    if not isinstance(body, bytes | bytearray):
+        return None
+    found = _MAX_TOKENS_IN_BODY.search(body)
+    return int(found.group(1)) if found else None

@@ -45,6 +45,7 @@ from monitor.wrapper.extract import (
     counts_from_converse_usage,
     counts_from_headers,
     counts_from_invocation_metrics,
+    requested_max_tokens,
     status_for_error,
 )
 from monitor.wrapper.stdout import STDOUT_TARGET, StdoutWriter, stdout_writer
@@ -111,6 +112,7 @@ class CallMeter:
         "held",
         "instrumentation",
         "latency_ms",
+        "max_tokens",
         "model_id",
         "operation",
         "output_text",
@@ -134,6 +136,7 @@ class CallMeter:
         model_id: str,
         region: str,
         params: Mapping[str, Any] | None,
+        max_tokens: int | None = None,
     ) -> None:
         self.start_epoch = time.time()
         self.start = time.perf_counter()
@@ -141,6 +144,7 @@ class CallMeter:
         self.operation = operation
         self.model_id = model_id
         self.region = region
+        self.max_tokens = max_tokens
         # Kept only for an estimate, and dropped as soon as the record is written.
         self.params = params
         self.output_text: list[str] | None = [] if params is not None else None
@@ -439,6 +443,7 @@ class CallMeter:
                 token_source=source,  # type: ignore[arg-type]
                 app=instrumentation.app,
                 tags=instrumentation.tags,
+                max_tokens=None if self.max_tokens is None else min(self.max_tokens, MAX_TOKENS),
             )
             if instrumentation.emf:
                 line = _with_emf(line, self, status, counts, latency)
@@ -750,6 +755,7 @@ class Instrumentation:
                 str(params.get("modelId", "")),
                 str(context.get("client_region") or ""),
                 params if self.estimate else None,
+                requested_max_tokens(model.name, params),
             )
         except Exception as err:
             record_dropped(f"internal error starting a call: {err!r}")
