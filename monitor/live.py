@@ -15,6 +15,7 @@ from monitor.session import Session
 from monitor.sources.app_metrics import RATE_WINDOW_S as APP_RATE_WINDOW_S
 from monitor.sources.app_metrics import AppMetricsSource
 from monitor.sources.cloudwatch import CloudWatchSource
+from monitor.sources.service_quotas import ServiceQuotasSource
 from monitor.store import Tally
 from monitor.ui.hooks import (
     AppRate,
@@ -247,8 +248,12 @@ def live_extras(
     session: Session,
     cloudwatch: CloudWatchSource | None,
     apps_cloudwatch: AppMetricsSource | None = None,
+    quotas: ServiceQuotasSource | None = None,
 ) -> ScreenExtras:
-    """The screen's optional inputs for this session."""
+    """The screen's optional inputs for this session. Quotas are shown when Service Quotas is
+    read or the configuration sets limits by hand."""
+    from monitor.live_quotas import LiveQuotas
+
     book = session.price_book
 
     def cost(model_id: str, tally: Tally) -> float | None:
@@ -258,6 +263,7 @@ def live_extras(
         cost=cost,
         budgets=LiveBudgets(session) if session.config.budgets else None,
         cloudwatch=None if cloudwatch is None else LiveCloudWatch(cloudwatch),
+        quotas=LiveQuotas(session, quotas) if quotas is not None or session.config.quotas else None,
         notices=list(session.config.warnings),
         apps_cloudwatch=None if apps_cloudwatch is None else LiveAppMetrics(apps_cloudwatch),
     )

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from monitor.feed import DAY_S, LocalFeed
+from monitor.quotas import ModelQuotas
 from monitor.ui import keys
 from monitor.ui.budget_dialog import BudgetDialog
 from monitor.ui.hooks import BudgetStatus, ScreenExtras
@@ -112,6 +113,8 @@ class BedrockTopApp(App[int]):
         if self.extras.cloudwatch is not None:
             # The poller lives in this event loop: its awaits never block the screen.
             self.run_worker(self.extras.cloudwatch.start(), name="cloudwatch", group="sources")
+        if self.extras.quotas is not None:
+            self.run_worker(self.extras.quotas.start(), name="quotas", group="sources")
         if self.extras.apps_cloudwatch is not None:
             self.run_worker(
                 self.extras.apps_cloudwatch.start(), name="apps-cloudwatch", group="sources"
@@ -163,6 +166,9 @@ class BedrockTopApp(App[int]):
         if self.extras.cloudwatch is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.extras.cloudwatch.stop(), timeout=2)
+        if self.extras.quotas is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.extras.quotas.stop(), timeout=2)
         if self.extras.apps_cloudwatch is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.extras.apps_cloudwatch.stop(), timeout=2)
@@ -186,6 +192,10 @@ class BedrockTopApp(App[int]):
         if cached is None or cached[0] != now:
             cached = self._budget_cache = (now, list(self.extras.budgets.budget_statuses(now)))
         return cached[1]
+
+    def quota_statuses(self, now: float) -> Mapping[str, ModelQuotas]:
+        quotas = self.extras.quotas
+        return {} if quotas is None else quotas.model_quotas(now)
 
     def _front(self) -> OverviewScreen | ModelScreen | None:
         screen = self.screen
@@ -211,7 +221,19 @@ class BedrockTopApp(App[int]):
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
     def _sound_alarms(self, now: float) -> None:
-        """A budget that crossed a threshold rings the bell once and says so, paused or not."""
+        """A budget or quota that crossed a threshold rings the bell once and says so, paused
+        or not."""
+        quotas = self.extras.quotas
+        if quotas is not None:
+            quotas.model_quotas(now)
+            for quota_alarm in quotas.crossed():
+                self.bell()
+                self.notify(
+                    quota_alarm.message,
+                    title="quota reached" if quota_alarm.final else "quota above 80%",
+                    severity="error" if quota_alarm.final else "warning",
+                    timeout=15,
+                )
         budgets = self.extras.budgets
         if budgets is None:
             return
@@ -417,7 +439,7 @@ def run_app(args: argparse.Namespace) -> int:
         )
         return 2
     from monitor.live import live_extras
-    from monitor.session import SessionError, cloudwatch_wanted, open_session
+    from monitor.session import SessionError, cloudwatch_wanted, open_session, quotas_wanted
 
     try:
         session = open_session(args, live=True)
@@ -440,7 +462,7 @@ def run_app(args: argparse.Namespace) -> int:
                 endpoint_url=config.sources.endpoint_url,
                 interval_s=config.sources.interval_s,
                 models_from_config=config.models,
-                period_starts=session.budget_period_starts,
+                period_starts=session.alarm_period_starts,
             )
             session.cloudwatch_store = source.store
             apps_source = AppMetricsSource(
@@ -449,9 +471,16 @@ def run_app(args: argparse.Namespace) -> int:
                 ),
                 interval_s=config.sources.app_metrics_interval_s,
             )
+        quota_source = None
+        if quotas_wanted(args, config)[0]:
+            from monitor.sources.service_quotas import ServiceQuotasSource
+
+            quota_source = ServiceQuotasSource(
+                config.sources.region, config.sources.profile, config.sources.endpoint_url
+            )
         app = BedrockTopApp(
             session.feed,
-            extras=live_extras(session, source, apps_source),
+            extras=live_extras(session, source, apps_source, quota_source),
             interval=args.interval or config.ui.refresh_s,
             # --theme, else the configuration's, else $TEXTUAL_THEME, else the default.
             theme=args.theme

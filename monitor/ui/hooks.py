@@ -7,11 +7,12 @@ poller) stay independent of Textual. No Textual import here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from monitor.quotas import ModelQuotas
 from monitor.store import Tally
 
 # USD for a model's tally, or None when the model has no known price (shown as "unpriced").
@@ -153,6 +154,34 @@ class AppMetricsView(Protocol):
     def apps_state(self) -> CloudWatchState: ...
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaAlarm:
+    """A quota measure crossed 80% or 100% of its limit."""
+
+    message: str
+    final: bool  # the limit itself was reached
+
+
+class QuotaView(Protocol):
+    """Quotas for the screen: each model's use against its limits at ``now`` (evaluated every
+    few seconds), the crossings since the last call, the source's state, and the reservation
+    hint of a model's recent calls. ``start``/``stop`` run the source in the app's loop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def model_quotas(self, now: float) -> Mapping[str, ModelQuotas]: ...
+
+    def crossed(self) -> Sequence[QuotaAlarm]: ...
+
+    def state_text(self) -> str:
+        """One short phrase for the header: "ok", "access denied", ..."""
+        ...
+
+    def reservation_hint(self, model_id: str) -> str: ...
+
+
 @dataclass
 class ScreenExtras:
     """Optional inputs of the live screen; each absent part hides its columns and panels."""
@@ -160,6 +189,7 @@ class ScreenExtras:
     cost: CostFunction | None = None
     budgets: BudgetView | None = None
     cloudwatch: CloudWatchView | None = None
+    quotas: QuotaView | None = None
     notices: list[str] = field(default_factory=list)  # shown once at start (e.g. config warnings)
     apps_cloudwatch: AppMetricsView | None = None  # per-app rates from the BedrockTop namespace
 

@@ -8,10 +8,11 @@ live in their own columns and are never added to these.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.formatting import format_count, format_ms, format_usd
+from monitor.quotas import ModelQuotas
 from monitor.store import (
     CLIENT_ERRORS,
     INPUT,
@@ -63,6 +64,7 @@ BASE_COLUMNS: tuple[Column, ...] = (
 )
 SPEND = Column("spend", "spend 1h", 9, drop=5)
 BUDGET = Column("budget", "budget", GAUGE_CELLS + 5, align="left", drop=6)
+QUOTA = Column("quota", "quota", GAUGE_CELLS + 5, align="left", drop=6)
 ACCOUNT_REQ = Column("acct_req", "acct req/m", 10, drop=10, account=True)
 TREND = Column("trend", "p50 trend", SPARK_POINTS, align="left", drop=11, sortable=False)
 
@@ -74,6 +76,8 @@ def columns_for(extras: ScreenExtras) -> list[Column]:
         columns.append(SPEND)
     if extras.budgets is not None:
         columns.append(BUDGET)
+    if extras.quotas is not None:
+        columns.append(QUOTA)
     if extras.cloudwatch is not None:
         columns.append(ACCOUNT_REQ)
     columns.append(TREND)
@@ -164,6 +168,17 @@ def budget_cell(status: BudgetStatus | None) -> Cell:
     return Cell(gauge(status.fraction), style)
 
 
+def quota_cell(quotas: ModelQuotas | None) -> Cell:
+    """The tightest of a model's tokens/requests per minute and tokens per day, as a gauge
+    coloured at 50/80/100%; ``~`` marks a local estimate."""
+    use = None if quotas is None else quotas.tightest
+    if use is None:
+        return Cell("-", "dim")
+    style = ("gauge-ok", "gauge-ok", "gauge-warn", "gauge-error")[min(use.level, 3)]
+    estimate = "~" if use.source == "local-estimate" else ""
+    return Cell(gauge(use.fraction) + estimate, style)
+
+
 def _rate(value: float) -> str:
     if value == 0:
         return "0"
@@ -226,6 +241,7 @@ def model_row(
     extras: ScreenExtras,
     sparks: SparkCache,
     budgets: Sequence[BudgetStatus] = (),
+    quotas: Mapping[str, ModelQuotas] | None = None,
 ) -> ModelRow:
     rates = window_rates(store, model_id, now)
     latency = sparks.latency(store, model_id, now)
@@ -263,6 +279,11 @@ def model_row(
         status = tightest_budget(budgets, model_id)
         cells["budget"] = budget_cell(status)
         sort_values["budget"] = -1.0 if status is None else status.fraction
+    if extras.quotas is not None:
+        entry = (quotas or {}).get(model_id)
+        cells["quota"] = quota_cell(entry)
+        tightest = None if entry is None else entry.tightest
+        sort_values["quota"] = -1.0 if tightest is None else tightest.fraction
     if extras.cloudwatch is not None:
         account = extras.cloudwatch.account_requests_per_min(model_id, now)
         cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")

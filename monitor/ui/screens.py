@@ -38,6 +38,7 @@ from monitor.ui.overview_model import (
     format_age,
     gauge,
     model_row,
+    recent_failures,
     sort_rows,
     totals,
 )
@@ -96,6 +97,10 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
             text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h")
         if cw.message:
             text.append(f" · {cw.message}", style="bold")
+    if app.extras.quotas is not None:
+        quota_state = app.extras.quotas.state_text()
+        text.append(" · quotas ")
+        text.append(quota_state, style="" if quota_state in ("ok", "starting") else "bold")
     return text
 
 
@@ -170,7 +175,10 @@ class OverviewScreen(Screen[None]):
             # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
             model_ids = sorted(self._known_models.union(cloudwatch.account_model_ids()))
         budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
-        every = [model_row(store, m, now, app.extras, self._sparks, budgets) for m in model_ids]
+        quotas = app.quota_statuses(now)
+        every = [
+            model_row(store, m, now, app.extras, self._sparks, budgets, quotas) for m in model_ids
+        ]
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
@@ -325,6 +333,7 @@ class ModelScreen(Screen[None]):
             with Vertical(id="panels"):
                 yield TextPanel(id="cache", classes="panel")
                 yield TextPanel(id="cloudwatch", classes="panel")
+                yield TextPanel(id="quota", classes="panel")
                 yield TextPanel(id="budgets", classes="panel")
             yield DataTable(id="recent", cursor_type="row", zebra_stripes=False)
         yield Footer()
@@ -370,6 +379,7 @@ class ModelScreen(Screen[None]):
             self._charts(now, window)
             self._cache(now, window, label)
             self._cloudwatch(now, window)
+            self._quota(now)
             self._budgets(now)
             self._recent()
 
@@ -492,6 +502,44 @@ class ModelScreen(Screen[None]):
             state = cloudwatch.cloudwatch_state()
             text.append(f"{state.region}: {state.state}", style="dim")
         self.query_one("#cloudwatch", TextPanel).show(text)
+
+    def _quota(self, now: float) -> None:
+        panel = self.query_one("#quota", TextPanel)
+        view = self.bt.extras.quotas
+        panel.display = view is not None
+        if view is None:
+            return
+        text = Text(no_wrap=False, overflow="fold")
+        text.append(f"Quotas (Service Quotas: {view.state_text()})\n", style="bold")
+        entry = view.model_quotas(now).get(self.model_id)
+        uses = [] if entry is None else [u for u in entry.uses.values() if u is not None]
+        if not uses:
+            text.append(
+                "no quota matched this model (set one with [quotas] in the configuration)\n",
+                style="dim",
+            )
+        for use in uses:
+            limit = use.limit
+            estimate = "~" if use.source == "local-estimate" else ""
+            used = f"today {format_count(use.used_today or 0)}" if limit.measure == "tpd" else ""
+            line = (
+                f"{limit.measure} {limit.quota_code or 'config'} limit {format_count(limit.limit)}"
+                f" · last min {estimate}{format_count(use.used_last_minute)}"
+                f" · peak 5m {estimate}{format_count(use.used_peak_5m)}"
+                + (f" · {used}" if used else "")
+                + f" {gauge(use.fraction)} {use.source}\n"
+            )
+            style = ("", "", "bold", "bold reverse")[min(use.level, 3)]
+            text.append(line, style=style)
+        _errors, throttles = recent_failures(self.bt.feed.store, self.model_id, now)
+        account = ""
+        cloudwatch = self.bt.extras.cloudwatch
+        if cloudwatch is not None:
+            series = cloudwatch.account_minute_series(self.model_id, "InvocationThrottles", now, 5)
+            account = f" · account {format_count(sum(v for v in series if v is not None))}"
+        text.append(f"throttles 5m: local {throttles}{account}\n")
+        text.append(view.reservation_hint(self.model_id), style="dim")
+        panel.show(text)
 
     def _budgets(self, now: float) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
