@@ -60,7 +60,9 @@ def match_model(name: str | frozenset[str], model_ids: Iterable[str]) -> str | N
 def match_names(names: Iterable[str], model_ids: Iterable[str]) -> dict[str, str]:
     """Each name's id, where the match holds both ways: the id is the name's best match
     (:func:`match_model`) and, among all ``names`` whose words fit in that id, this name leaves
-    the fewest words over (a tie matches nothing).
+    the fewest words over (a tie matches nothing). Matched pairs leave the field and the rest
+    are matched again, so that "Claude 3.5 Sonnet" gets the first 3.5 Sonnet once "Claude 3.5
+    Sonnet V2" has taken the ``-v2:0`` id.
 
     Matching against the ids seen so far only, "Claude 3 Haiku" would otherwise take
     ``claude-3-5-haiku`` when ``claude-3-haiku`` has not been seen; the name "Claude 3.5 Haiku"
@@ -69,6 +71,20 @@ def match_names(names: Iterable[str], model_ids: Iterable[str]) -> dict[str, str
     ids = list(dict.fromkeys(model_ids))
     id_words = {model_id: name_words(model_id) for model_id in ids}
     words = {name: name_words(name) for name in dict.fromkeys(names)}
+    matched: dict[str, str] = {}
+    while True:
+        found = _mutual_matches(words, ids, id_words)
+        if not found:
+            return matched
+        matched.update(found)
+        taken = set(found.values())
+        ids = [model_id for model_id in ids if model_id not in taken]
+        words = {name: w for name, w in words.items() if name not in found}
+
+
+def _mutual_matches(
+    words: dict[str, frozenset[str]], ids: list[str], id_words: dict[str, frozenset[str]]
+) -> dict[str, str]:
     matched: dict[str, str] = {}
     for name, wanted in words.items():
         target = match_model(wanted, ids)

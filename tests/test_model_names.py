@@ -53,3 +53,65 @@ def test_unknown_names_and_ties_match_nothing() -> None:
 def test_a_profile_prefix_is_a_word_left_over() -> None:
     ids = ["us.anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"]
     assert match_model("Claude3Haiku", ids) == "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+# -- Service Quotas' names, three generations of them (REFERENCE: quota names drift) ------------
+
+QUOTA_IDS = [
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic.claude-sonnet-4-20250514-v1:0",
+    "anthropic.claude-opus-4-1-20250805-v1:0",
+    "amazon.nova-lite-v1:0",
+    "amazon.nova-pro-v1:0",
+    "amazon.nova-micro-v1:0",
+    "meta.llama3-1-70b-instruct-v1:0",
+    "meta.llama3-1-8b-instruct-v1:0",
+    "mistral.mistral-large-2407-v1:0",
+]
+# The model part of each quota's name (what follows "... per minute for ").
+QUOTA_CORPUS = {
+    # Generation 1: "On-demand model inference tokens per minute for ..."
+    "Anthropic Claude 3 Haiku": "anthropic.claude-3-haiku-20240307-v1:0",
+    "Anthropic Claude 3.5 Haiku": "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "Anthropic Claude 3.5 Sonnet": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "Anthropic Claude 3.5 Sonnet V2": "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "Amazon Nova Lite": "amazon.nova-lite-v1:0",
+    "Amazon Nova Pro": "amazon.nova-pro-v1:0",
+    "Amazon Nova Micro": "amazon.nova-micro-v1:0",
+    "Meta Llama 3.1 70B Instruct": "meta.llama3-1-70b-instruct-v1:0",
+    "Meta Llama 3.1 8B Instruct": "meta.llama3-1-8b-instruct-v1:0",
+    # Generation 2: "Cross-region model inference tokens per minute for ..."
+    "Anthropic Claude Haiku 4.5": "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "Anthropic Claude Sonnet 4": "anthropic.claude-sonnet-4-20250514-v1:0",
+    "Anthropic Claude Opus 4.1": "anthropic.claude-opus-4-1-20250805-v1:0",
+    # Generation 3: "Global cross-region model inference tokens per minute for ... V1"
+    "Anthropic Claude Sonnet 4.5 V1": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    # Names no id fits stay unmatched rather than land on a neighbour.
+    "Mistral Large 2 (24.07)": None,
+    "Anthropic Claude 3 Opus": None,
+    "Cohere Command R": None,
+}
+
+
+def test_the_quota_corpus_matches_both_ways() -> None:
+    from monitor.model_names import match_names
+
+    matched = match_names(QUOTA_CORPUS, QUOTA_IDS)
+    assert {name: matched.get(name) for name in QUOTA_CORPUS} == QUOTA_CORPUS
+
+
+def test_a_quota_for_an_unseen_model_does_not_take_its_neighbour() -> None:
+    from monitor.model_names import match_names
+
+    # Only Claude 3.5 Haiku is seen: "Claude 3 Haiku" fits its words too, but the 3.5 quota
+    # fits better and keeps it; the 3 Haiku quota stays unmatched.
+    seen = ["anthropic.claude-3-5-haiku-20241022-v1:0"]
+    names = ["Anthropic Claude 3 Haiku", "Anthropic Claude 3.5 Haiku"]
+    assert match_names(names, seen) == {"Anthropic Claude 3.5 Haiku": seen[0]}
+    # Alone, the one-way matcher would have taken it: the reason for the check both ways.
+    assert match_model("Anthropic Claude 3 Haiku", seen) == seen[0]
