@@ -79,7 +79,7 @@ class LiveQuotas:
 
     def state_text(self) -> str:
         if self.source is None:
-            return "limits from the configuration"
+            return "config only"
         health = self.source.health
         return _STATE_WORDS.get(health.status, health.status)
 

@@ -470,28 +470,28 @@ def reservation(calls: Iterable[tuple[int | None, int, str]]) -> Reservation | N
 
 
 def reservation_hint(found: Reservation | None, burndown: float) -> str:
-    """In words a person can act on: how much of what the calls reserve they use."""
+    """In words a person can act on, one short line per point: how much of what the calls
+    reserve they use, what to change, and the model's burndown."""
     if found is None:
         return (
-            "no max_tokens recorded (the wrapper records it from the request): Bedrock reserves "
-            "input + max_tokens when a call starts; an unset max_tokens reserves the model's "
-            "maximum"
+            "no max_tokens recorded (the wrapper records it from the request)\n"
+            "Bedrock reserves input + max_tokens as a call starts; unset, the model's maximum"
         )
     mean_reserved = found.reserved_output / found.calls
     mean_used = found.used_output / found.calls
-    text = (
+    lines = [
         f"last {found.calls} calls reserved max_tokens {mean_reserved:,.0f} on average and used "
         f"{mean_used:,.0f} ({found.used_fraction:.0%})"
-    )
+    ]
     if found.used_fraction < 0.5:
         suggested = max(1, math.ceil(mean_used * 2 / 256) * 256)
-        text += (
-            f": Bedrock holds the whole reservation against TPM while a call runs; lowering "
-            f"max_tokens to about {suggested:,} lets more calls start each minute"
+        lines.append(
+            f"lower max_tokens to about {suggested:,}: the reservation counts against TPM "
+            "while a call runs, so more calls start each minute"
         )
     if burndown > 1:
-        text += f"; output counts {burndown:g}x against the quota for this model"
-    return text
+        lines.append(f"output tokens count {burndown:g}x against this model's quota")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,6 +341,6 @@ def test_the_reservation_hint_says_what_to_change() -> None:
     )
     hint = reservation_hint(found, burndown=5.0)
     assert "reserved max_tokens 8,192 on average and used 500 (6%)" in hint
-    assert "lowering max_tokens to about 1,024" in hint
-    assert "5x" in hint
+    assert "lower max_tokens to about 1,024" in hint
+    assert "output tokens count 5x" in hint
     assert "no max_tokens recorded" in reservation_hint(None, 1.0)

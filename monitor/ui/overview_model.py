@@ -64,7 +64,7 @@ BASE_COLUMNS: tuple[Column, ...] = (
 )
 SPEND = Column("spend", "spend 1h", 9, drop=5)
 BUDGET = Column("budget", "budget", GAUGE_CELLS + 5, align="left", drop=6)
-QUOTA = Column("quota", "quota", GAUGE_CELLS + 5, align="left", drop=6)
+QUOTA = Column("quota", "quota", GAUGE_CELLS + 6, align="left", drop=6)  # gauge and "~"
 ACCOUNT_REQ = Column("acct_req", "acct req/m", 10, drop=10, account=True)
 TREND = Column("trend", "p50 trend", SPARK_POINTS, align="left", drop=11, sortable=False)
 
