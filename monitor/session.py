@@ -81,6 +81,9 @@ class Session:
     cloudwatch_store: CloudWatchStore | None = None
     args: argparse.Namespace | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    # The last quota match and what it was made from: matching hundreds of quota names is
+    # redone only when the quotas, the models or the configuration change.
+    _quota_match: tuple[object, dict[str, Any]] | None = field(default=None, repr=False)
 
     def local_costs(self) -> dict[str, float | None]:
         """USD per model over the report window; None where unpriced."""
@@ -119,7 +122,10 @@ class Session:
         if model_ids is None:
             cloud_ids = cloud.model_ids() if cloud is not None else []
             model_ids = [*store.model_ids(), *cloud_ids, *self.config.models]
-        assigned = assign_quotas(quotas, model_ids, self.config.quotas)
+        key = (tuple(quotas), tuple(model_ids), id(self.config))
+        if self._quota_match is None or self._quota_match[0] != key:
+            self._quota_match = (key, assign_quotas(quotas, model_ids, self.config.quotas))
+        assigned = self._quota_match[1]
         inputs = UsageInputs(
             now=now,
             day_start=self.quota_day_start(now),

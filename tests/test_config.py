@@ -15,6 +15,7 @@ import pytest
 from monitor.budgets import BudgetSpec
 from monitor.config import (
     ConfigError,
+    Origin,
     cmd_config_show,
     cmd_init_config,
     load_config,
@@ -230,7 +231,8 @@ def test_example_config_documents_every_key() -> None:
         "profile", "endpoint_url", "interval_s", "refresh_s", "theme", "[keys]",
         "[profile_multipliers]", "input_per_mtok", "output_per_mtok", "cache_read_per_mtok",
         "cache_write_per_mtok", "[[budgets]]", "name", "period", "limit_usd", "limit_tokens",
-        "source", "warn_at",
+        "source", "warn_at", "quotas", "[burndown]", "tpm", "rpm", "tpd", "tpm_quota_code",
+        "rpm_quota_code", "tpd_quota_code",
     ):  # fmt: skip
         assert re.search(rf"^#?\s*{re.escape(key)}", text, re.M), key
 
@@ -456,3 +458,33 @@ def test_init_config_and_config_show_through_the_command_line(tmp_path: Path) ->
     assert failed.stdout == ""
     assert f"{bad}, line 3: budgets[0].period: expected one of day, week, month" in failed.stderr
     assert bedrock_top("config", "shwo").returncode == 2
+
+
+def test_quota_tables_and_burndown_are_read_and_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.quotas import DEFAULT_BURNDOWN, QuotaOverride
+
+    example = load_config(EXAMPLE, env={})
+    assert example.quotas == [
+        QuotaOverride("anthropic.claude-3-haiku-*", {"tpm": 2_000_000, "rpm": 1_000})
+    ]
+    assert example.burndown == dict(DEFAULT_BURNDOWN) and example.sources.quotas
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[sources]\nquotas = false\n[quotas."us.*"]\ntpd_quota_code = "L-44444444"\n'
+        '[burndown]\n"amazon.nova-*" = 2.5\n'
+    )
+    config = load_config(path, env={})
+    assert config.quotas == [QuotaOverride("us.*", {}, {"tpd": "L-44444444"})]
+    assert config.burndown["amazon.nova-*"] == 2.5
+    assert config.burndown["anthropic.claude-sonnet-4*"] == 5.0  # the defaults stay
+    assert not config.sources.quotas
+    assert load_config(path, env={}, cli_overrides={"sources.quotas": False}).provenance[
+        "sources.quotas"
+    ] == Origin("flag", "--no-quotas")
+    assert cmd_config_show(path) == 0
+    shown = capsys.readouterr().out
+    assert 'quotas."us.*" = {tpd_quota_code = "L-44444444"}' in shown
+    assert 'burndown."amazon.nova-*" = 2.5' in shown
+    assert "sources.quotas = false" in shown
