@@ -174,7 +174,8 @@ def quota_cell(quotas: ModelQuotas | None) -> Cell:
     use = None if quotas is None else quotas.tightest
     if use is None:
         return Cell("-", "dim")
-    style = ("gauge-ok", "gauge-ok", "gauge-warn", "gauge-error")[min(use.level, 3)]
+    # Quotas warn earlier than budgets: at 80% calls are about to be throttled.
+    style = ("gauge-ok", "gauge-warn", "gauge-error", "gauge-error")[min(use.level, 3)]
     estimate = "~" if use.source == "local-estimate" else ""
     return Cell(gauge(use.fraction) + estimate, style)
 
