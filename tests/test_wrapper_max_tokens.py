@@ -84,6 +84,9 @@ def test_invoke_model_and_converse_record_the_requested_max_tokens(
         ("InvokeModel", {"body": '{"textGenerationConfig": {"maxTokenCount": 80}}'}, 80),
         ("InvokeModel", {"body": b'{"prompt": "x", "max_gen_len": 512}'}, 512),
         ("InvokeModel", {"body": b'{"prompt": "no limit here"}'}, None),
+        # A big body is searched near its ends, where requests put the limit.
+        ("InvokeModel", {"body": b'{"p": "' + b"a" * 40_000 + b'", "max_tokens": 9}'}, 9),
+        ("InvokeModel", {"body": b'{"max_tokens": 8, "p": "' + b"a" * 40_000 + b'"}'}, 8),
         ("InvokeModel", {"body": object()}, None),  # a file-like body is not read
         ("Converse", {"inferenceConfig": {"maxTokens": True}}, None),
         ("ConverseStream", {"inferenceConfig": "nonsense"}, None),

@@ -187,16 +187,20 @@ def status_for_error(http_status: int, error_code: str | None) -> str:
 # ``max_tokens``, Nova ``max_new_tokens`` or ``maxTokens``, Titan ``maxTokenCount``, Llama
 # ``max_gen_len``, older Claude ``max_tokens_to_sample``), found anywhere in the body. A quoted key
 # inside a prompt is escaped (\"max_tokens\") and so not matched.
-_MAX_TOKENS_IN_BODY = re.compile(
-    rb'"(?:max_tokens|maxTokens|max_new_tokens|maxTokenCount|max_gen_len|max_tokens_to_sample)"'
-    rb"\s*:\s*(\d{1,9})\b"
+_MAX_TOKENS_KEY = re.compile(
+    rb'"max(?:_tokens|Tokens|_new_tokens|TokenCount|_gen_len|_tokens_to_sample)"\s*:\s*(\d{1,9})\b'
 )
+# Bodies put the limit next to the prompt, before or after it: a big body is searched only near
+# its two ends (a search through a 100 KB prompt costs more than decoding it).
+_SEARCH_WHOLE_BYTES = 32 * 1024
+_SEARCH_END_BYTES = 4 * 1024
 
 
 def requested_max_tokens(operation: str, params: Mapping[str, Any]) -> int | None:
     """The output tokens a request asks for at most: Converse's ``inferenceConfig.maxTokens``
     or the InvokeModel body's limit; None when the request sets none (Bedrock then reserves
-    the model's maximum) or when the body is not at hand (a file object)."""
+    the model's maximum), when the body is not at hand (a file object), or when a body over
+    32 KB has it neither in its first nor in its last 4 KB."""
     if operation.startswith("Converse"):
         config = params.get("inferenceConfig")
         value = config.get("maxTokens") if isinstance(config, Mapping) else None
@@ -206,5 +210,10 @@ def requested_max_tokens(operation: str, params: Mapping[str, Any]) -> int | Non
         body = body.encode("utf-8", "replace")
     if not isinstance(body, bytes | bytearray):
         return None
-    found = _MAX_TOKENS_IN_BODY.search(body)
+    if len(body) <= _SEARCH_WHOLE_BYTES:
+        found = _MAX_TOKENS_KEY.search(body)
+    else:
+        found = _MAX_TOKENS_KEY.search(body, 0, _SEARCH_END_BYTES) or _MAX_TOKENS_KEY.search(
+            body, len(body) - _SEARCH_END_BYTES
+        )
     return int(found.group(1)) if found else None
