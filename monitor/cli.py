@@ -171,7 +171,9 @@ def run_once(args: argparse.Namespace) -> int:
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
         apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
         model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
-        quotas, quotas_state = session.quotas_once(args, now, model_ids)
+        quotas, quotas_state = session.quotas_once(
+            args, now, model_ids, cloudwatch_state.get("state")
+        )
         report = session.report(
             now,
             sources_extra={

@@ -250,13 +250,20 @@ class Session:
         return apps_report(grouped, now - self.since, cost), state
 
     def quotas_once(
-        self, args: argparse.Namespace, now: float, model_ids: list[str]
+        self,
+        args: argparse.Namespace,
+        now: float,
+        model_ids: list[str],
+        cloudwatch_state: str | None = None,
     ) -> tuple[dict[str, ModelQuotas], dict[str, Any]]:
         """For the report: the account's quotas (Service Quotas, once), each model's use
-        against them, and the source's state."""
+        against them, and the source's state. ``cloudwatch_state``: when CloudWatch found no
+        credentials, Service Quotas (the same account) is not asked again."""
         from monitor.sources.service_quotas import service_quotas_once
 
         enabled, reason = quotas_wanted(args, self.config)
+        if enabled and cloudwatch_state == "no-credentials":
+            enabled, reason = False, "not asked: no AWS credentials (see sources.cloudwatch)"
         sources = self.config.sources
         quotas, health = service_quotas_once(
             sources.region,

@@ -45,9 +45,7 @@ def test_quota_column_panel_and_alarm(tmp_path: Path) -> None:
         for part in (sys.executable, "-m", "monitor", "--no-cloudwatch", "--log", str(log),
                      "--config", str(config))
     )  # fmt: skip
-    # tmux may create a detached window at its default size and resize it a moment later: a
-    # program started at once can read the first size and miss the change.
-    session = Tmux(160, 48, f"sleep 1; {command}")
+    session = Tmux(160, 48, command)
     try:
         screen = session.wait_for(lambda s: "quota" in s and "81%~" in s, timeout=20)
         assert "claude-sonnet-4-5" in screen

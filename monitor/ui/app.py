@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import BindingType
 from textual.screen import Screen
 from textual.timer import Timer
@@ -198,7 +198,10 @@ class BedrockTopApp(App[int]):
         return {} if quotas is None else quotas.model_quotas(now)
 
     def _front(self) -> OverviewScreen | ModelScreen | None:
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # a refresh timer that fires while the app exits
+            return None
         return screen if isinstance(screen, OverviewScreen | ModelScreen) else None
 
     def _arm_tick(self, delay: float) -> None:
