@@ -44,6 +44,7 @@ class LiveQuotas:
         self._shown: dict[str, ModelQuotas] = {}
         self._fresh = False
         self._day_start = 0.0
+        self._inputs: tuple[object, ...] | None = None
 
     async def start(self) -> None:
         if self.source is not None:
@@ -54,8 +55,22 @@ class LiveQuotas:
             await self.source.stop()
 
     def model_quotas(self, now: float) -> Mapping[str, ModelQuotas]:
-        # The day's total walks up to 1440 minutes per model: every few seconds, not per frame.
+        # The day's total walks up to 1440 minutes per model: every few seconds, not per frame,
+        # and only when a store, the quota list or the minute changed.
         due = self._evaluated_at is None or not 0 <= now - self._evaluated_at < self.every_s
+        if due:
+            cloud = self.session.cloudwatch_store
+            inputs = (
+                self.session.feed.store.version,
+                None if cloud is None else cloud.version,
+                None if self.source is None else self.source.version,
+                int(now) // 60,
+                id(self.session.config),
+            )
+            due = inputs != self._inputs
+            self._inputs = inputs
+            if not due:
+                self._evaluated_at = now
         if due:
             quotas = self.source.quotas if self.source is not None else []
             self._shown = self.session.quota_statuses(now, quotas)
