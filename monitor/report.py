@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.formatting import format_count, format_ms, format_usd, iso_utc, short_model_id
+from monitor.formatting import (
+    format_count,
+    format_ms,
+    format_usd,
+    iso_utc,
+    printable,
+    short_model_id,
+)
 from monitor.store import Percentiles, Store, Tally
 
 RATE_WINDOW_S = 60
@@ -174,7 +181,9 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
         fraction = budget.get("fraction")
         shown = "-" if fraction is None else f"{fraction:.0%}"
         lines.append(f"budget {budget['name']}: {shown} of {budget['period']}")
-    return "\n".join(lines) + "\n"
+    # The terminal boundary: each line was built as one line, so a break or an escape sequence
+    # inside a model id, a path or a message is shown, never obeyed.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _source_summary(name: str, state: dict[str, Any]) -> str:
@@ -223,4 +232,4 @@ def render_line(report: dict[str, Any], top: int = 2) -> str:
     if budgets:
         tightest = max(budgets, key=lambda budget: budget["fraction"])
         parts.append(f"{tightest['name']} {tightest['fraction']:.0%}")
-    return "bedrock " + " | ".join(parts)
+    return printable("bedrock " + " | ".join(parts))

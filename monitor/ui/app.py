@@ -25,10 +25,12 @@ from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
 from monitor.feed import DAY_S, LocalFeed
+from monitor.formatting import printable
 from monitor.ui import keys
 from monitor.ui.budget_dialog import BudgetDialog
 from monitor.ui.hooks import BudgetStatus, ScreenExtras
@@ -88,6 +90,25 @@ class BedrockTopApp(App[int]):
         self._budget_cache: tuple[float, list[BudgetStatus]] | None = None
         for entry in self.catalog.themes.values():
             self.register_theme(entry.theme)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notice passes the terminal boundary: its text names files, budgets and models
+        that other people chose, so it is escaped and never read as markup."""
+        super().notify(
+            printable(message),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     # -- start and stop -----------------------------------------------------------------------
     def on_mount(self) -> None:

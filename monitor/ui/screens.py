@@ -18,7 +18,7 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input
 
-from monitor.formatting import base_model_id, format_count, format_ms, format_usd
+from monitor.formatting import base_model_id, format_count, format_ms, format_usd, printable
 from monitor.store import (
     CLIENT_ERRORS,
     INPUT,
@@ -70,7 +70,8 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     files = list(state.files) or list(state.waiting_for)
     shown = files[0] if files else ", ".join(state.patterns)
     more = f" +{len(files) - 1}" if len(files) > 1 else ""
-    text.append(f"log {_shorten_path(str(shown), max(16, width // 3))}{more}")
+    # Values that could hold a line break are escaped here; TextPanel escapes everything else.
+    text.append(f"log {printable(_shorten_path(str(shown), max(16, width // 3)))}{more}")
     text.append(f" · {format_count(state.records)} records")
     rejected = state.rejected_total
     text.append(f" · {rejected} rejected", style="bold" if rejected else "")
@@ -89,13 +90,13 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     else:
         cw = cloudwatch.cloudwatch_state()
         text.append(" ACCOUNT ", style="bold")
-        text.append(f"CloudWatch {cw.region}: {cw.state}")
+        text.append(printable(f"CloudWatch {cw.region}: {cw.state}"))
         if cw.last_good_epoch is not None:
             text.append(f" · last poll {format_age(now - cw.last_good_epoch)} ago")
         if cw.cost_per_hour_usd is not None:
             text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h")
         if cw.message:
-            text.append(f" · {cw.message}", style="bold")
+            text.append(f" · {printable(cw.message)}", style="bold")
     return text
 
 
@@ -217,7 +218,7 @@ class OverviewScreen(Screen[None]):
                 text.append(f" ({summary.unpriced_models} unpriced)")
         if summary.budget is not None:
             budget = summary.budget
-            text.append(f" · {budget.name} {gauge(budget.fraction)}")
+            text.append(f" · {printable(budget.name)} {gauge(budget.fraction)}")
         text.append("\n")
         text.append(
             " local = this host's usage log, real time (rates over 1m, latency over 5m)",
@@ -377,10 +378,10 @@ class ModelScreen(Screen[None]):
         store = self.bt.feed.store
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" MODEL ", style="bold reverse")
-        text.append(f" {self.model_id}", style="bold")
+        text.append(f" {printable(self.model_id)}", style="bold")
         base = base_model_id(self.model_id)
         if base != self.model_id:
-            text.append(f"  (base model {base})")
+            text.append(f"  (base model {printable(base)})")
         rates = store.rates(self.model_id, now, RATE_WINDOW_S)
         latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
         text.append("\n LOCAL ", style="bold")
@@ -513,7 +514,7 @@ class ModelScreen(Screen[None]):
                     runs_out = time.strftime("%a %H:%M", time.localtime(status.exhausts_at))
                     line += f" · runs out {runs_out}"
                 style = ("", "", "bold", "bold reverse")[min(status.level, 3)]
-                text.append(line + "\n", style=style)
+                text.append(printable(line) + "\n", style=style)
         self.query_one("#budgets", TextPanel).show(text)
 
     def _recent(self) -> None:
@@ -535,7 +536,7 @@ class ModelScreen(Screen[None]):
                 if record.error_code is None
                 else f"{record.status} {record.error_code}"
             )
-            table.add_row(
+            cells = (
                 record.ts.strftime("%H:%M:%S"),
                 record.operation,
                 format_count(record.input_tokens)
@@ -547,6 +548,8 @@ class ModelScreen(Screen[None]):
                 status,
                 record.app or "",
             )
+            # Text, not str: a DataTable reads a str cell as markup.
+            table.add_row(*(Text(printable(cell)) for cell in cells))
 
     # -- actions ------------------------------------------------------------------------------
     def action_back(self) -> None:
