@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.formatting import parse_since
+from monitor.formatting import parse_since, printable
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
@@ -185,7 +185,11 @@ def run_once(args: argparse.Namespace) -> int:
             f"bedrock-top: {rejected} log line(s) rejected; see sources.log in --json",
             file=sys.stderr,
         )
-    return 0
+    # A log that could not be read makes the report incomplete: say which, and fail.
+    unreadable = report["sources"]["log"].get("errors") or {}
+    for path, problem in unreadable.items():
+        print(printable(f"bedrock-top: cannot read {path}: {problem}"), file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 def run_live(args: argparse.Namespace) -> int:

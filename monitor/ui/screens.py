@@ -78,7 +78,10 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     if state.waiting_for:
         text.append(" · waiting for file")
     if state.errors:
-        text.append(" · read errors", style="bold")
+        path, problem = next(iter(state.errors.items()))
+        more = f" (+{len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
+        shown_path = printable(_shorten_path(path, max(16, width // 4)))
+        text.append(f" · cannot read {shown_path}: {printable(problem)}{more}", style="bold")
     last = store.last_epoch
     text.append(f" · last {format_age(None if last is None else now - last)}")
     text.append(f" · every {app.interval:g}s")
