@@ -334,9 +334,15 @@ class _Checker:
         expected = f"a number {bounds}{unit}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(parts, expected, value)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for any float
+            raise self.fail(parts, f"{expected}, and finite", value) from None
+        # nan, inf and 1e309 (which TOML reads as inf) are never a price, a limit or a time.
+        if not math.isfinite(number):
+            raise self.fail(parts, f"{expected}, and finite", value)
         too_low = number <= minimum if exclusive_minimum else number < minimum
-        if math.isnan(number) or too_low or number > maximum:
+        if too_low or number > maximum:
             raise self.fail(parts, expected, value)
         return number
 

@@ -8,6 +8,7 @@ separate objects and are never added together.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,7 +120,22 @@ def _sort_key(entry: dict[str, Any]) -> tuple[int, str]:
 
 
 def render_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=False)
+    """Strict JSON: a value that is not a finite number (an endpoint's overflowing sum, a
+    division by an empty window) is written as null, never as NaN or Infinity, which most JSON
+    parsers refuse."""
+    return json.dumps(finite(report), indent=2, sort_keys=False, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is NaN or infinite replaced by None (dicts and lists
+    walked; everything else as it is)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def render_table(report: dict[str, Any], width: int = 120) -> str:

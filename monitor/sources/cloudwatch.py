@@ -672,7 +672,11 @@ class CloudWatchSource:
                     for ts, value in zip(
                         result.get("Timestamps", []), result.get("Values", []), strict=False
                     ):
-                        points[ts.timestamp()] = float(value)
+                        number = float(value)
+                        if not math.isfinite(number):  # no count or latency is NaN or infinite
+                            problems.append(f"{query.model_id} {query.metric}: {value} dropped")
+                            continue
+                        points[ts.timestamp()] = number
                 for note in page.get("Messages", []) or []:
                     problems.append(f"{note.get('Code', '')}: {note.get('Value', '')}".strip())
                 if page.get("NextToken"):
