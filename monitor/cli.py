@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--endpoint-url", help="CloudWatch-compatible endpoint (tests, proxies)")
     sources.add_argument("--no-cloudwatch", action="store_true", help="do not poll CloudWatch")
     sources.add_argument(
+        "--cloudwatch",
+        action="store_true",
+        help="poll CloudWatch even where it is off by default (--format line)",
+    )
+    sources.add_argument(
         "--poll-interval",
         type=float,
         metavar="SECONDS",
@@ -98,6 +103,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if args.format not in (None, "json"):
             raise UsageError("--json and --format are mutually exclusive")
         args.format = "json"
+    if args.cloudwatch and args.no_cloudwatch:
+        raise UsageError("--cloudwatch and --no-cloudwatch are mutually exclusive")
     if args.format and not args.once:
         raise UsageError(f"--format {args.format} needs --once")
     if args.interval is not None and not 0.1 <= args.interval <= 60:

@@ -41,7 +41,9 @@ def load_effective_config(args: argparse.Namespace) -> Config:
     """The configuration with the command line's flags applied on top."""
     overrides: dict[str, object] = {
         "sources.logs": args.log,
-        "sources.cloudwatch": False if getattr(args, "no_cloudwatch", False) else None,
+        "sources.cloudwatch": False
+        if getattr(args, "no_cloudwatch", False)
+        else (True if getattr(args, "cloudwatch", False) else None),
         "sources.region": getattr(args, "region", None),
         "sources.profile": getattr(args, "profile", None),
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
@@ -258,9 +260,9 @@ def app_tally(totals: AppTotals) -> Tally:
 
 
 def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
-    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), and off
-    with --demo unless a profile, region or endpoint is given (the demo needs no account).
-    Returns (on, why not)."""
+    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), off for
+    ``--format line`` unless asked for, and off with --demo unless a profile, region or
+    endpoint is given (the demo needs no account). Returns (on, why not)."""
     asked = bool(
         getattr(args, "profile", None)
         or getattr(args, "region", None)
@@ -268,6 +270,11 @@ def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, s
     )
     if not config.sources.cloudwatch:
         return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
+    # A status bar runs --format line every few seconds: each run would pay for CloudWatch
+    # requests, so it asks only when told to (--cloudwatch, or sources.cloudwatch in a file).
+    origin = config.provenance.get("sources.cloudwatch")
+    if getattr(args, "format", None) == "line" and (origin is None or origin.kind == "default"):
+        return False, "off for --format line (pass --cloudwatch or set sources.cloudwatch = true)"
     if args.demo and not asked:
         return False, "off with --demo (pass --profile, --region or --endpoint-url to use it)"
     return True, ""

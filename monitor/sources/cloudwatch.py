@@ -841,6 +841,10 @@ def _as_dict(schedule: Schedule) -> dict[str, Any]:
     return {name: getattr(schedule, name) for name in Schedule.__dataclass_fields__}
 
 
+# The longest a headless run (--once) waits for CloudWatch, all requests and retries together.
+HEADLESS_DEADLINE_S = 10.0
+
+
 def cloudwatch_report(
     region: str | None,
     profile: str | None,
@@ -855,9 +859,12 @@ def cloudwatch_report(
     max_attempts: int = 4,
     store: CloudWatchStore | None = None,
     period_starts: PeriodStarts | None = None,
+    deadline_s: float = HEADLESS_DEADLINE_S,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """For ``--once``: one query over [since, now) and its account (per model ``cloudwatch``
     objects, and ``sources.cloudwatch``). Runs its own event loop; never raises for AWS faults.
+    Every request of the run shares one total ``deadline_s``, after which the source is
+    reported as timed out (retries and slow endpoints cannot hold a report up for minutes).
 
     With ``period_starts`` (budgets that read CloudWatch), one regular poll follows, filling
     ``store`` with recent minutes (for burn rates) and the period-to-date totals."""
@@ -876,14 +883,22 @@ def cloudwatch_report(
     if not enabled:
         return {}, {**source.state.as_report(), "message": disabled_message}
 
+    async def work() -> dict[str, CloudWatchTotals]:
+        totals = await source.window_report(since_epoch, now)
+        if period_starts is not None and totals:
+            await source.poll_once()
+        return totals
+
     async def run() -> dict[str, CloudWatchTotals]:
         try:
-            totals = await source.window_report(since_epoch, now)
-            if period_starts is not None and totals:
-                await source.poll_once()
-            return totals
+            return await asyncio.wait_for(work(), deadline_s)
+        except TimeoutError:
+            late = TimeoutError(f"no answer within {deadline_s:g} s, the deadline of a report")
+            source._set_failure(classify_error(late), now)
+            return {}
         finally:
-            await source.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(source.stop(), 2.0)
 
     totals = asyncio.run(run())
     return {m: t.as_report() for m, t in totals.items()}, source.state.as_report()
