@@ -7,6 +7,8 @@ Textual cannot run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -181,11 +183,15 @@ def run_once(args: argparse.Namespace) -> int:
         session.close()
     fmt = args.format or "table"
     if fmt == "json":
-        print(render_json(report))
+        text = render_json(report) + "\n"
     elif fmt == "line":
-        print(render_line(report))
+        text = render_line(report) + "\n"
     else:
-        sys.stdout.write(render_table(report))
+        text = render_table(report)
+    problem = write_stdout(text if fmt == "json" else plain_for_locale(text))
+    if problem is not None:
+        print(f"bedrock-top: {problem}", file=sys.stderr)
+        return 1
     rejected = report["sources"]["log"]["rejected"]
     if rejected:
         print(
@@ -199,7 +205,51 @@ def run_once(args: argparse.Namespace) -> int:
     return 1 if unreadable else 0
 
 
+def write_stdout(text: str) -> str | None:
+    """Write the report to stdout. Returns what went wrong (stdout closed, the reader gone, the
+    disk full), in a line, or None."""
+    stream = sys.stdout
+    if stream is None:
+        return "stdout is closed: the report has nowhere to go"
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        problem = "the reader of stdout went away before the report was written"
+    except OSError as err:
+        problem = f"cannot write the report to stdout: {err.strerror or err}"
+    except ValueError:  # closed by the caller
+        return "stdout is closed: the report has nowhere to go"
+    else:
+        return None
+    # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    return problem
+
+
+def plain_for_locale(text: str) -> str:
+    """The report in the terminal's character set: under a locale that is not UTF-8, the few
+    typographic characters become ASCII and anything else a ``?``."""
+    from monitor.terminal import locale_is_utf8
+
+    if locale_is_utf8():
+        return text
+    return text.translate(ASCII_FALLBACK).encode("ascii", "replace").decode("ascii")
+
+
+ASCII_FALLBACK = str.maketrans({"—": "-", "–": "-", "…": "...", "·": "-", "→": "->", "←": "<-"})
+
+
 def run_live(args: argparse.Namespace) -> int:
+    from monitor.terminal import live_screen_problem
+
+    problem = live_screen_problem()
+    if problem is not None:
+        print(f"bedrock-top: {problem}; showing the report (--once)", file=sys.stderr)
+        return run_once(args)
     try:
         from monitor.ui.app import run_app
     except ImportError:

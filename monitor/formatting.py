@@ -46,19 +46,23 @@ def parse_since(text: str, now: float) -> float:
     """A duration back from ``now`` or an ISO-8601 timestamp (naive means UTC) -> POSIX
     seconds. Raises ValueError with a message fit for the command line."""
     try:
-        return now - parse_duration(text)
+        epoch = now - parse_duration(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"--since: {text!r} is neither a duration (90s, 15m, 2h, 7d) "
-            "nor an ISO-8601 timestamp (2026-11-26T09:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"--since: {text!r} is neither a duration (90s, 15m, 2h, 7d) "
+                "nor an ISO-8601 timestamp (2026-11-26T09:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        epoch = moment.timestamp()
+    # Usage records are stamped from 1970 on; a window reaching further back is a typo (and
+    # cannot even be written as a date).
+    if not 0 <= epoch < float("inf"):
+        raise ValueError(f"--since: {text!r} reaches back before 1970; give a shorter window")
+    return epoch
 
 
 def iso_utc(epoch: float) -> str:

@@ -66,7 +66,9 @@ class BedrockTopApp(App[int]):
     ) -> None:
         """``feed``: the log source (``follow=False`` when the caller has already read it and
         nothing more will come, as in tests). ``clock`` gives "now" for every number shown."""
-        super().__init__()
+        # NO_COLOR means no colour at all: the terminal's own default colours, text styles only
+        # (Textual alone would still paint the screen in shades of grey).
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.feed = feed
         self.clock = clock
         self.extras = extras or ScreenExtras()
@@ -443,7 +445,16 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         session = open_session(args, live=True)
     except SessionError as err:
-        print(f"bedrock-top: {err}", file=sys.stderr)
+        print(printable(f"bedrock-top: {err}"), file=sys.stderr)
+        return 2
+    # A bad [keys] table is a configuration error, like any other: a dead key or one taken
+    # from quit would only show once someone needs it.
+    bad_keys = keys.keymap_problems(session.config.keys)
+    if bad_keys:
+        session.close()
+        where = session.config.path or "configuration"
+        for problem in bad_keys:
+            print(printable(f"bedrock-top: {where}: {problem}"), file=sys.stderr)
         return 2
     try:
         session.feed.catch_up()
