@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import BindingType
-from textual.notifications import SeverityLevel
+from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
@@ -42,6 +42,7 @@ QUICK_UPDATE_S = 0.1
 IDLE_AFTER_S = 300.0  # no record for this long: every window shown has gone quiet
 IDLE_INTERVAL_S = 15.0
 TERMINAL_GONE_GRACE_S = 3.0
+MAX_NOTICES = 3
 
 
 class BedrockTopApp(App[int]):
@@ -111,6 +112,16 @@ class BedrockTopApp(App[int]):
             timeout=timeout,
             markup=False,
         )
+
+    def _on_notify(self, event: Notify) -> None:
+        """At most ``MAX_NOTICES`` on screen, the newest: a burst (twelve theme changes, several
+        alarms at once) would otherwise stack over the header and the table's column names."""
+        super()._on_notify(event)
+        shown = list(self._notifications)
+        for old in shown[:-MAX_NOTICES]:
+            self._unnotify(old, refresh=False)
+        if len(shown) > MAX_NOTICES:
+            self._refresh_notifications()
 
     # -- start and stop -----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -211,7 +222,10 @@ class BedrockTopApp(App[int]):
         return cached[1]
 
     def _front(self) -> OverviewScreen | ModelScreen | None:
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # a last timer firing while the app shuts down
+            return None
         return screen if isinstance(screen, OverviewScreen | ModelScreen) else None
 
     def _arm_tick(self, delay: float) -> None:

@@ -205,31 +205,35 @@ class OverviewScreen(Screen[None]):
         app = self.bt
         latency = self._sparks.total_latency(app.feed.store, now)
         summary = totals(rows, latency, app.extras, budgets)
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" LOCAL ", style="bold")
-        text.append(f"{summary.models} models · ")
-        text.append(f"{_num(summary.requests_per_min)} req/min · ")
-        text.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
-        text.append(f"out {_num(summary.output_tokens_per_s)} tok/s · ")
-        text.append(f"p50 {format_ms(summary.p50_ms)} p99 {format_ms(summary.p99_ms)} · ")
-        text.append(f"err {summary.errors}", style="bold" if summary.errors else "")
-        text.append(f" thr {summary.throttles} (5m)", style="bold" if summary.throttles else "")
+        rates = Text(no_wrap=True, overflow="ellipsis")
+        rates.append(" LOCAL ", style="bold")
+        rates.append(f"{summary.models} models · ")
+        rates.append(f"{_num(summary.requests_per_min)} req/min · ")
+        rates.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
+        rates.append(f"out {_num(summary.output_tokens_per_s)} tok/s")
+        figures = Text(no_wrap=True, overflow="ellipsis")
+        figures.append(f"p50 {format_ms(summary.p50_ms)} p99 {format_ms(summary.p99_ms)} · ")
+        figures.append(f"err {summary.errors}", style="bold" if summary.errors else "")
+        figures.append(f" thr {summary.throttles} (5m)", style="bold" if summary.throttles else "")
         if app.extras.cost is not None:
             spend = format_usd(summary.spend_hour)
-            text.append(f" · spend 1h {spend}")
+            figures.append(f" · spend 1h {spend}")
             if summary.unpriced_models:
-                text.append(f" ({summary.unpriced_models} unpriced)")
+                figures.append(f" ({summary.unpriced_models} unpriced)")
         if summary.budget is not None:
             budget = summary.budget
-            text.append(f" · {printable(budget.name)} {gauge(budget.fraction)}")
-        text.append("\n")
-        text.append(
+            figures.append(f" · {printable(budget.name)} {gauge(budget.fraction)}")
+        legend = Text(
             " local = this host's usage log, real time (rates over 1m, latency over 5m)",
             style="dim",
         )
         if app.extras.cloudwatch is not None:
-            text.append(" · acct = CloudWatch, all callers, per minute, minutes late", style="dim")
-        return text
+            legend.append(" · acct = CloudWatch, all callers, per minute, minutes late")
+        if len(rates) + 3 + len(figures) <= self.size.width:
+            return Text.assemble(rates, " · ", figures, "\n", legend, no_wrap=True)
+        # Too narrow for one line (80 columns): the figures take the legend's line, since
+        # latency, errors and spend matter more than what the columns mean.
+        return Text.assemble(rates, "\n ", figures, no_wrap=True, overflow="ellipsis")
 
     # -- actions ------------------------------------------------------------------------------
     def on_model_table_opened(self, message: ModelTable.Opened) -> None:
