@@ -27,7 +27,9 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
     become visible escapes (``\\x1b``, ``\\u202e``), never interpreted. The one boundary for
     untrusted text on every view; JSON output is not passed through it (it stays exact).
     ``keep_newlines``: for a multi-line panel whose line breaks are its own."""
-    if _UNPRINTABLE.search(text) is None:  # the common case: nothing to do, no copy
+    # The common case, at C speed: nothing to do, no copy. (isprintable() is also False for a
+    # few harmless characters, such as a no-break space; the pattern decides those.)
+    if text.isprintable() or _UNPRINTABLE.search(text) is None:
         return text
     if keep_newlines:
         return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in text.split("\n"))
