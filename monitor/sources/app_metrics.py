@@ -47,7 +47,7 @@ from monitor.sources.aws import (
     SourceHealth,
     classify_error,
 )
-from monitor.sources.cloudwatch import queries_per_call, report_period
+from monitor.sources.cloudwatch import HEADLESS_DEADLINE_S, queries_per_call, report_period
 
 NAME: Final = "apps_cloudwatch"
 SERVICE_LABEL: Final = "CloudWatch (BedrockTop)"
@@ -399,9 +399,19 @@ def app_metrics_once(
 
     async def run() -> dict[Pair, AppTotals]:
         try:
-            return await source.window_report(since, now)
+            # The same total deadline as the CloudWatch source's report.
+            return await asyncio.wait_for(source.window_report(since, now), HEADLESS_DEADLINE_S)
+        except TimeoutError:
+            source._fail(
+                TimeoutError(
+                    f"no answer within {HEADLESS_DEADLINE_S:g} s, the deadline of a report"
+                ),
+                now,
+            )
+            return {}
         finally:
-            await source.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(source.stop(), 2.0)
 
     totals = asyncio.run(run())
     return app_totals_by_app(totals), source.as_report()
