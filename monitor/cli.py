@@ -7,6 +7,8 @@ Textual cannot run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.formatting import parse_since
+from monitor.formatting import parse_since, printable
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-quotas", action="store_true", help="do not read Service Quotas (free; hourly)"
     )
     sources.add_argument(
+        "--cloudwatch",
+        action="store_true",
+        help="poll CloudWatch even where it is off by default (--format line)",
+    )
+    sources.add_argument(
         "--poll-interval",
         type=float,
         metavar="SECONDS",
@@ -105,6 +112,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if args.format not in (None, "json"):
             raise UsageError("--json and --format are mutually exclusive")
         args.format = "json"
+    if args.cloudwatch and args.no_cloudwatch:
+        raise UsageError("--cloudwatch and --no-cloudwatch are mutually exclusive")
     if args.format and not args.once:
         raise UsageError(f"--format {args.format} needs --once")
     if args.interval is not None and not 0.1 <= args.interval <= 60:
@@ -119,7 +128,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not args.demo_rate > 0:
         raise UsageError("--demo-rate must be greater than 0")
     try:
-        args.since_epoch = parse_since(args.since, time.time())
+        # One clock reading for the whole run: the report's "now" is the one --since counts back
+        # from, so a window of 1h is 3,600 s however long start-up took.
+        args.now_epoch = time.time()
+        args.since_epoch = parse_since(args.since, args.now_epoch)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return args
@@ -160,7 +172,7 @@ def run_once(args: argparse.Namespace) -> int:
     from monitor.report import render_json, render_line, render_table
     from monitor.session import SessionError, open_session
 
-    now = time.time()
+    now = getattr(args, "now_epoch", None) or time.time()
     try:
         session = open_session(args, now=now)
     except SessionError as err:
@@ -190,21 +202,73 @@ def run_once(args: argparse.Namespace) -> int:
         session.close()
     fmt = args.format or "table"
     if fmt == "json":
-        print(render_json(report))
+        text = render_json(report) + "\n"
     elif fmt == "line":
-        print(render_line(report))
+        text = render_line(report) + "\n"
     else:
-        sys.stdout.write(render_table(report))
+        text = render_table(report)
+    problem = write_stdout(text if fmt == "json" else plain_for_locale(text))
+    if problem is not None:
+        print(f"bedrock-top: {problem}", file=sys.stderr)
+        return 1
     rejected = report["sources"]["log"]["rejected"]
     if rejected:
         print(
             f"bedrock-top: {rejected} log line(s) rejected; see sources.log in --json",
             file=sys.stderr,
         )
-    return 0
+    # A log that could not be read makes the report incomplete: say which, and fail.
+    unreadable = report["sources"]["log"].get("errors") or {}
+    for path, problem in unreadable.items():
+        print(printable(f"bedrock-top: cannot read {path}: {problem}"), file=sys.stderr)
+    return 1 if unreadable else 0
+
+
+def write_stdout(text: str) -> str | None:
+    """Write the report to stdout. Returns what went wrong (stdout closed, the reader gone, the
+    disk full), in a line, or None."""
+    stream = sys.stdout
+    if stream is None:
+        return "stdout is closed: the report has nowhere to go"
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        problem = "the reader of stdout went away before the report was written"
+    except OSError as err:
+        problem = f"cannot write the report to stdout: {err.strerror or err}"
+    except ValueError:  # closed by the caller
+        return "stdout is closed: the report has nowhere to go"
+    else:
+        return None
+    # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    return problem
+
+
+def plain_for_locale(text: str) -> str:
+    """The report in the terminal's character set: under a locale that is not UTF-8, the few
+    typographic characters become ASCII and anything else a ``?``."""
+    from monitor.terminal import locale_is_utf8
+
+    if locale_is_utf8():
+        return text
+    return text.translate(ASCII_FALLBACK).encode("ascii", "replace").decode("ascii")
+
+
+ASCII_FALLBACK = str.maketrans({"—": "-", "–": "-", "…": "...", "·": "-", "→": "->", "←": "<-"})
 
 
 def run_live(args: argparse.Namespace) -> int:
+    from monitor.terminal import live_screen_problem
+
+    problem = live_screen_problem()
+    if problem is not None:
+        print(f"bedrock-top: {problem}; showing the report (--once)", file=sys.stderr)
+        return run_once(args)
     try:
         from monitor.ui.app import run_app
     except ImportError:

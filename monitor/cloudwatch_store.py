@@ -123,7 +123,9 @@ class CloudWatchTotals:
         """Totals from statistics that each cover the whole window (one datapoint per series)."""
 
         def count(metric: str) -> int:
-            return round(stats.get((metric, SUM), 0.0))
+            value = stats.get((metric, SUM), 0.0)
+            # Finite values can still add up to infinity: such a sum is no count at all.
+            return round(value) if math.isfinite(value) else 0
 
         def latency(metric: str) -> LatencySummary:
             return LatencySummary(

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import tomli_w
 from platformdirs import user_config_dir, user_data_dir
 
 from monitor.budgets import BUDGET_SOURCES, DEFAULT_WARN_AT, PERIODS, BudgetSpec
+from monitor.config_write import EditError, set_budget_limit, write_text_atomically
 from monitor.paths import APP_NAME, CONFIG_ENV, LOG_ENV, default_config_path
 from monitor.pricing import PRICES_AS_OF, Price, glob_problem, prefix_problem
 from monitor.quotas import DEFAULT_BURNDOWN, MEASURES, Measure, QuotaOverride
@@ -340,9 +340,15 @@ class _Checker:
         expected = f"a number {bounds}{unit}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(parts, expected, value)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for any float
+            raise self.fail(parts, f"{expected}, and finite", value) from None
+        # nan, inf and 1e309 (which TOML reads as inf) are never a price, a limit or a time.
+        if not math.isfinite(number):
+            raise self.fail(parts, f"{expected}, and finite", value)
         too_low = number <= minimum if exclusive_minimum else number < minimum
-        if math.isnan(number) or too_low or number > maximum:
+        if too_low or number > maximum:
             raise self.fail(parts, expected, value)
         return number
 
@@ -844,22 +850,10 @@ def load_config(
 def write_config(
     path: Path, data: Mapping[str, Any], *, header: str = "", footer: str = ""
 ) -> None:
-    """Write ``data`` as TOML with tomli-w, atomically: a reader sees the old file or the new
-    one, never half of one. ``header`` and ``footer`` are comment lines placed around it."""
-    text = header + tomli_w.dumps(dict(data)) + footer
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if path.exists():
-            os.chmod(temp_name, path.stat().st_mode & 0o777)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as a fresh TOML file with tomli-w, atomically, following a symlink and
+    keeping the file's permissions (see :mod:`monitor.config_write`). ``header`` and
+    ``footer`` are comment lines placed around it."""
+    write_text_atomically(path, header + tomli_w.dumps(dict(data)) + footer)
 
 
 def starter_config() -> dict[str, Any]:
@@ -881,49 +875,30 @@ def save_budget_limit(
     *,
     limit_usd: float | None = None,
     limit_tokens: int | None = None,
-) -> None:
+) -> Path:
     """Set one budget's limit in the file at ``path`` (the screen's edit dialog).
 
     Exactly one of ``limit_usd`` and ``limit_tokens`` is given; the other kind is removed from
-    that budget. The whole document is validated before it is written, so a bad value raises
-    :class:`ConfigError` and leaves the file as it was. tomli-w does not keep comments: when the
-    file has any, its previous text is kept beside it as ``<name>.bak`` first.
+    that budget. The edit keeps the file's comments, order and formatting (tomlkit); the whole
+    document is validated before it is written, so a bad value raises :class:`ConfigError` and
+    leaves the file as it was. The previous text is kept beside the file as ``<name>.bak``.
+    Returns the file written (the target of a symlinked configuration).
     """
     if (limit_usd is None) == (limit_tokens is None):
         raise ValueError("give exactly one of limit_usd, limit_tokens")
-    data, text = _read_toml(path)
-    budgets = data.get("budgets")
-    index = None
-    if isinstance(budgets, list):
-        index = next(
-            (
-                i
-                for i, entry in enumerate(budgets)
-                if isinstance(entry, dict) and entry.get("name") == budget_name
-            ),
-            None,
-        )
-    if index is None or not isinstance(budgets, list):
+    _data, text = _read_toml(path)
+    key, value = (
+        ("limit_usd", float(limit_usd)) if limit_usd is not None else ("limit_tokens", limit_tokens)
+    )
+    try:
+        new_text = set_budget_limit(text, budget_name, key, cast(float, value))
+    except EditError as err:
         raise ConfigError(
-            path=path,
-            key_path="budgets",
-            expected=f"a budget named {budget_name!r} to change",
-            got="none",
-        )
-    entry = budgets[index]
-    entry.pop("limit_usd", None)
-    entry.pop("limit_tokens", None)
-    if limit_usd is not None:
-        entry["limit_usd"] = float(limit_usd)
-    else:
-        entry["limit_tokens"] = limit_tokens
-    new_text = tomli_w.dumps(data)
+            path=path, key_path=err.key_path, expected=err.expected, got="none"
+        ) from None
     # Validate what will be written, pointing errors at the budget being edited.
     _validate_document(tomllib.loads(new_text), _Checker(path, source_lines(new_text)), path.parent)
-    if "#" in text and text != new_text:
-        backup = path.with_name(path.name + ".bak")
-        backup.write_text(text, encoding="utf-8")
-    write_config(path, data)
+    return write_text_atomically(path, new_text, backup=text)
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -10,12 +10,18 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from monitor.records import UsageRecord
 from monitor.sources.logtail import LogTailer
 from monitor.store import Store
 
 DAY_S = 24 * 3600
+# A record this far ahead of the clock is a clock or unit bug (or a forgery), not a request: it
+# would sit in every window and budget until the clock caught up. Writers' clocks may be a
+# little ahead of this host's.
+FUTURE_TOLERANCE_S = 300.0
+FUTURE_REASON = "ts in the future"
 
 
 class LocalFeed:
@@ -46,6 +52,9 @@ class LocalFeed:
         self._wake: Callable[[bool], None] | None = None
 
     def _on_records(self, batch: list[UsageRecord]) -> None:
+        batch = self._without_future(batch)
+        if not batch:
+            return
         if self._direct:  # the catch-up: models are noted once it is over, not per record
             self.store.ingest(batch, self.clock())
             return
@@ -55,6 +64,25 @@ class LocalFeed:
                 seen.add(record.model_id)
                 self._new_model = True
         self._queue.put(batch)
+
+    def _without_future(self, batch: list[UsageRecord]) -> list[UsageRecord]:
+        """``batch`` without records stamped more than ``FUTURE_TOLERANCE_S`` after now; those
+        are counted as rejected lines with their reason."""
+        cutoff = datetime.fromtimestamp(self.clock() + FUTURE_TOLERANCE_S, tz=UTC)
+        if not any(record.ts > cutoff for record in batch):  # the common case, at C speed
+            return batch
+        kept = []
+        for record in batch:
+            if record.ts > cutoff:
+                self.tailer.count_rejected(
+                    FUTURE_REASON,
+                    f"request {record.request_id or '(no id)'}",
+                    f"ts {record.ts.isoformat()} is more than {FUTURE_TOLERANCE_S:.0f} s ahead "
+                    "of this host's clock",
+                )
+            else:
+                kept.append(record)
+        return kept
 
     def _batch_queued(self) -> None:
         new_model, self._new_model = self._new_model, False

@@ -8,8 +8,32 @@ from datetime import UTC, datetime
 
 from monitor.pricing import split_model_id
 
+# What must never reach a terminal as it is: C0 controls (newline and tab included), DEL, C1
+# controls (8-bit CSI, OSC...), and the bidirectional overrides, embeddings, isolates and marks
+# that reorder what is shown. Text from logs, AWS and configuration is other people's text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to show in a terminal: control characters, C1 codes and bidi controls
+    become visible escapes (``\\x1b``, ``\\u202e``), never interpreted. The one boundary for
+    untrusted text on every view; JSON output is not passed through it (it stays exact).
+    ``keep_newlines``: for a multi-line panel whose line breaks are its own."""
+    # The common case, at C speed: nothing to do, no copy. (isprintable() is also False for a
+    # few harmless characters, such as a no-break space; the pattern decides those.)
+    if text.isprintable() or _UNPRINTABLE.search(text) is None:
+        return text
+    if keep_newlines:
+        return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in text.split("\n"))
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def parse_duration(text: str) -> float:
@@ -24,19 +48,23 @@ def parse_since(text: str, now: float) -> float:
     """A duration back from ``now`` or an ISO-8601 timestamp (naive means UTC) -> POSIX
     seconds. Raises ValueError with a message fit for the command line."""
     try:
-        return now - parse_duration(text)
+        epoch = now - parse_duration(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"--since: {text!r} is neither a duration (90s, 15m, 2h, 7d) "
-            "nor an ISO-8601 timestamp (2026-11-26T09:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"--since: {text!r} is neither a duration (90s, 15m, 2h, 7d) "
+                "nor an ISO-8601 timestamp (2026-11-26T09:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        epoch = moment.timestamp()
+    # Usage records are stamped from 1970 on; a window reaching further back is a typo (and
+    # cannot even be written as a date).
+    if not 0 <= epoch < float("inf"):
+        raise ValueError(f"--since: {text!r} reaches back before 1970; give a shorter window")
+    return epoch
 
 
 def iso_utc(epoch: float) -> str:

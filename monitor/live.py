@@ -81,7 +81,7 @@ class LiveBudgets:
     def save_limit(self, name: str, value: float) -> str:
         """Write a budget's new limit to the configuration file and load it back. Returns the
         file written. Raises ValueError or OSError with a message for the dialog."""
-        from monitor.config import save_budget_limit
+        from monitor.config import ConfigError, save_budget_limit
 
         config = self.session.config
         if config.path is None:
@@ -91,13 +91,16 @@ class LiveBudgets:
             raise ValueError(f"no budget named {name!r}")
         if not value > 0:
             raise ValueError("the limit must be greater than 0")
-        if spec.unit == "usd":
-            save_budget_limit(config.path, name, limit_usd=float(value))
-        else:
-            save_budget_limit(config.path, name, limit_tokens=int(value))
+        try:
+            if spec.unit == "usd":
+                written = save_budget_limit(config.path, name, limit_usd=float(value))
+            else:
+                written = save_budget_limit(config.path, name, limit_tokens=int(value))
+        except ConfigError as err:  # the dialog shows it; the screen carries on
+            raise ValueError(str(err)) from None
         self.session.reload_config()
         self.refresh()
-        return str(config.path)
+        return str(written)
 
 
 def _alarm(event: ThresholdEvent) -> BudgetAlarm:

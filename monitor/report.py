@@ -8,11 +8,19 @@ separate objects and are never added together.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.formatting import format_count, format_ms, format_usd, iso_utc, short_model_id
+from monitor.formatting import (
+    format_count,
+    format_ms,
+    format_usd,
+    iso_utc,
+    printable,
+    short_model_id,
+)
 from monitor.store import Percentiles, Store, Tally
 
 QUOTA_MEASURES = ("tpm", "rpm", "tpd")
@@ -117,7 +125,22 @@ def _sort_key(entry: dict[str, Any]) -> tuple[int, str]:
 
 
 def render_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=False)
+    """Strict JSON: a value that is not a finite number (an endpoint's overflowing sum, a
+    division by an empty window) is written as null, never as NaN or Infinity, which most JSON
+    parsers refuse."""
+    return json.dumps(finite(report), indent=2, sort_keys=False, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is NaN or infinite replaced by None (dicts and lists
+    walked; everything else as it is)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def render_table(report: dict[str, Any], width: int = 120) -> str:
@@ -187,7 +210,9 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
     ]
     if quota_lines:
         lines += ["", *quota_lines]
-    return "\n".join(lines) + "\n"
+    # The terminal boundary: each line was built as one line, so a break or an escape sequence
+    # inside a model id, a path or a message is shown, never obeyed.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def tightest_quota(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -259,4 +284,4 @@ def render_line(report: dict[str, Any], top: int = 2) -> str:
     if budgets:
         tightest = max(budgets, key=lambda budget: budget["fraction"])
         parts.append(f"{tightest['name']} {tightest['fraction']:.0%}")
-    return "bedrock " + " | ".join(parts)
+    return printable("bedrock " + " | ".join(parts))

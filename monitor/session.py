@@ -49,7 +49,9 @@ def load_effective_config(args: argparse.Namespace) -> Config:
     """The configuration with the command line's flags applied on top."""
     overrides: dict[str, object] = {
         "sources.logs": args.log,
-        "sources.cloudwatch": False if getattr(args, "no_cloudwatch", False) else None,
+        "sources.cloudwatch": False
+        if getattr(args, "no_cloudwatch", False)
+        else (True if getattr(args, "cloudwatch", False) else None),
         "sources.quotas": False if getattr(args, "no_quotas", False) else None,
         "sources.region": getattr(args, "region", None),
         "sources.profile": getattr(args, "profile", None),
@@ -84,6 +86,8 @@ class Session:
     # The last quota match and what it was made from: matching hundreds of quota names is
     # redone only when the quotas, the models or the configuration change.
     _quota_match: tuple[object, dict[str, Any]] | None = field(default=None, repr=False)
+    # When the headless run's AWS deadline ends (time.monotonic()), set by its first AWS source.
+    _aws_deadline: float | None = field(default=None, repr=False)
 
     def local_costs(self) -> dict[str, float | None]:
         """USD per model over the report window; None where unpriced."""
@@ -185,6 +189,17 @@ class Session:
         report["totals"]["local"]["unpriced_models"] = list(summary.unpriced_models)
         return report
 
+    def aws_time_left(self) -> float:
+        """Seconds left of the headless run's one AWS deadline, shared by all its sources in
+        turn (the first to ask starts it), so that a report never waits longer than
+        HEADLESS_DEADLINE_S for AWS whatever the number of sources."""
+        from monitor.sources.aws import HEADLESS_DEADLINE_S
+
+        if self._aws_deadline is None:
+            self._aws_deadline = time.monotonic() + HEADLESS_DEADLINE_S
+        # A source whose turn comes after the deadline still gets a moment, then says why.
+        return max(0.5, self._aws_deadline - time.monotonic())
+
     def cloudwatch_once(
         self, args: argparse.Namespace, now: float
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -210,6 +225,7 @@ class Session:
             models_from_config=self.config.models,
             store=self.cloudwatch_store,
             period_starts=self.alarm_period_starts if wants_budgets else None,
+            deadline_s=self.aws_time_left() if enabled else 0.0,
         )
 
     def apps_cloudwatch_once(
@@ -241,6 +257,7 @@ class Session:
             now,
             enabled=enabled,
             disabled_message=reason,
+            deadline_s=self.aws_time_left() if enabled else 0.0,
         )
         book = self.price_book
 
@@ -271,6 +288,7 @@ class Session:
             sources.endpoint_url,
             enabled=enabled,
             disabled_message=reason,
+            deadline_s=self.aws_time_left() if enabled else 0.0,
         )
         return self.quota_statuses(now, quotas, model_ids), health.as_report()
 
@@ -334,9 +352,9 @@ def app_tally(totals: AppTotals) -> Tally:
 
 
 def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
-    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), and off
-    with --demo unless a profile, region or endpoint is given (the demo needs no account).
-    Returns (on, why not)."""
+    """CloudWatch is on by default, off with --no-cloudwatch (or in the configuration), off for
+    ``--format line`` unless asked for, and off with --demo unless a profile, region or
+    endpoint is given (the demo needs no account). Returns (on, why not)."""
     asked = bool(
         getattr(args, "profile", None)
         or getattr(args, "region", None)
@@ -344,6 +362,11 @@ def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, s
     )
     if not config.sources.cloudwatch:
         return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
+    # A status bar runs --format line every few seconds: each run would pay for CloudWatch
+    # requests, so it asks only when told to (--cloudwatch, or sources.cloudwatch in a file).
+    origin = config.provenance.get("sources.cloudwatch")
+    if getattr(args, "format", None) == "line" and (origin is None or origin.kind == "default"):
+        return False, "off for --format line (pass --cloudwatch or set sources.cloudwatch = true)"
     if args.demo and not asked:
         return False, "off with --demo (pass --profile, --region or --endpoint-url to use it)"
     return True, ""

@@ -38,6 +38,7 @@ from monitor.sources.aws import (
     ACCESS_DENIED,
     DISABLED,
     ERROR,
+    HEADLESS_DEADLINE_S,
     NO_CREDENTIALS,
     OK,
     STALE,
@@ -46,6 +47,7 @@ from monitor.sources.aws import (
     AwsTarget,
     SourceHealth,
     classify_error,
+    deadline_passed,
 )
 from monitor.sources.cloudwatch import queries_per_call, report_period
 
@@ -388,6 +390,7 @@ def app_metrics_once(
     *,
     enabled: bool = True,
     disabled_message: str = "off (CloudWatch is off)",
+    deadline_s: float = HEADLESS_DEADLINE_S,
 ) -> tuple[dict[str, dict[str, AppTotals]], dict[str, Any]]:
     """For ``--once``: per app, per model totals over [since, now), and the source's state.
     Runs its own event loop; never raises for AWS faults."""
@@ -399,9 +402,17 @@ def app_metrics_once(
 
     async def run() -> dict[Pair, AppTotals]:
         try:
-            return await source.window_report(since, now)
+            # A headless report waits for AWS a bounded time in all (Session.aws_time_left).
+            return await asyncio.wait_for(source.window_report(since, now), deadline_s)
+        except TimeoutError:
+            source._fail(
+                deadline_passed(deadline_s),
+                now,
+            )
+            return {}
         finally:
-            await source.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(source.stop(), 2.0)
 
     totals = asyncio.run(run())
     return app_totals_by_app(totals), source.as_report()

@@ -64,6 +64,15 @@ NO_REGION_MESSAGE: Final = (
 )
 
 
+# The longest a headless run (--once) waits for one AWS source, all requests and retries together.
+HEADLESS_DEADLINE_S: Final = 10.0
+
+
+def deadline_passed(deadline_s: float = HEADLESS_DEADLINE_S) -> TimeoutError:
+    """The fault a headless source reports when its report's deadline passed."""
+    return TimeoutError(f"no answer within {deadline_s:g} s, the deadline of a report")
+
+
 class SourceFailure(Exception):
     """A request failed; ``status`` says how the header should show it."""
 

@@ -65,6 +65,7 @@ from monitor.sources.aws import (
     CREDENTIAL_ERROR_CODES,
     DISABLED,
     ERROR,
+    HEADLESS_DEADLINE_S,
     NO_CREDENTIALS,
     OK,
     STALE,
@@ -73,6 +74,7 @@ from monitor.sources.aws import (
     AwsTarget,
     SourceFailure,
     classify_error,
+    deadline_passed,
 )
 
 NAMESPACE: Final = "AWS/Bedrock"
@@ -680,7 +682,11 @@ class CloudWatchSource:
                     for ts, value in zip(
                         result.get("Timestamps", []), result.get("Values", []), strict=False
                     ):
-                        points[ts.timestamp()] = float(value)
+                        number = float(value)
+                        if not math.isfinite(number):  # no count or latency is NaN or infinite
+                            problems.append(f"{query.model_id} {query.metric}: {value} dropped")
+                            continue
+                        points[ts.timestamp()] = number
                 for note in page.get("Messages", []) or []:
                     problems.append(f"{note.get('Code', '')}: {note.get('Value', '')}".strip())
                 if page.get("NextToken"):
@@ -859,9 +865,12 @@ def cloudwatch_report(
     max_attempts: int = 4,
     store: CloudWatchStore | None = None,
     period_starts: PeriodStarts | None = None,
+    deadline_s: float = HEADLESS_DEADLINE_S,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """For ``--once``: one query over [since, now) and its account (per model ``cloudwatch``
     objects, and ``sources.cloudwatch``). Runs its own event loop; never raises for AWS faults.
+    Every request of the run shares one total ``deadline_s``, after which the source is
+    reported as timed out (retries and slow endpoints cannot hold a report up for minutes).
 
     With ``period_starts`` (budgets that read CloudWatch), one regular poll follows, filling
     ``store`` with recent minutes (for burn rates) and the period-to-date totals."""
@@ -880,14 +889,22 @@ def cloudwatch_report(
     if not enabled:
         return {}, {**source.state.as_report(), "message": disabled_message}
 
+    async def work() -> dict[str, CloudWatchTotals]:
+        totals = await source.window_report(since_epoch, now)
+        if period_starts is not None and totals:
+            await source.poll_once()
+        return totals
+
     async def run() -> dict[str, CloudWatchTotals]:
         try:
-            totals = await source.window_report(since_epoch, now)
-            if period_starts is not None and totals:
-                await source.poll_once()
-            return totals
+            return await asyncio.wait_for(work(), deadline_s)
+        except TimeoutError:
+            late = deadline_passed(deadline_s)
+            source._set_failure(classify_error(late), now)
+            return {}
         finally:
-            await source.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(source.stop(), 2.0)
 
     totals = asyncio.run(run())
     return {m: t.as_report() for m, t in totals.items()}, source.state.as_report()

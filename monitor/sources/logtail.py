@@ -8,14 +8,23 @@ partial last line waits for its newline.
 
 On start-up each file is entered at the first line whose timestamp could be inside the oldest
 window the views need, found by binary search on the (time-ordered) file, so start-up time does
-not grow with the age of the log.
+not grow with the age of the log. The search then checks samples before that point: a file whose
+records are out of order is read from its start instead of losing the recent ones.
+
+Only regular files are read: a FIFO, a device or a terminal named as a log would block the reader
+(or never end), so it is reported as an error and left alone. Files are opened non-blocking.
+
+Idle files are closed when more are followed than ``open_file_budget()`` allows (a glob can match
+more files than the process may open), and opened again when their size or time changes.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
+import stat
 import threading
 import time
 from collections import Counter, deque
@@ -41,6 +50,44 @@ ROTATE_WAIT_S = 2.0
 # earlier than asked so that a slightly late line is not skipped.
 SEEK_SLACK_S = 300.0
 _TS_FIELD = re.compile(rb'"ts"\s*:\s*"([^"]{10,40})"')
+# How many places before the search's answer are checked for records it should not have skipped.
+ORDER_SAMPLES = 32
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_file_budget() -> int:
+    """How many logs may be open at once: a quarter of the descriptor limit (the screen, the
+    AWS clients and the application need the rest), between 8 and 256."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 64
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(8, min(256, soft // 4))
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of this mode is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a directory"
+        if stat.S_ISDIR(mode)
+        else "not a regular file"
+    )
+    return f"{kind}, not a regular file: only regular files are read (they cannot block)"
+
 
 RecordsCallback = Callable[[list[UsageRecord]], None]
 
@@ -128,7 +175,29 @@ def find_start_offset(fd: int, size: int, start_epoch: float) -> int:
         else:
             hi = mid
     # lo is 0 or just after a newline: a line start.
+    if lo > 0 and _needed_before(fd, lo, target):
+        return 0
     return lo
+
+
+def _needed_before(fd: int, end: int, target: float) -> bool:
+    """Whether a sample of the lines before ``end`` holds one at or after ``target``: the search
+    assumed time order, and a file whose recent records come before older ones would otherwise
+    be entered after them. Costs ``ORDER_SAMPLES`` small reads."""
+    probe = 4096
+    for index in range(ORDER_SAMPLES):
+        at = end * index // ORDER_SAMPLES
+        block = os.pread(fd, probe, at)
+        if at > 0:  # skip to the first line start after the probe point
+            newline = block.find(b"\n")
+            if newline < 0:
+                continue
+            block = block[newline + 1 :]
+        line_end = block.find(b"\n")
+        ts = record_ts(block if line_end < 0 else block[:line_end])
+        if ts is not None and ts >= target:
+            return True
+    return False
 
 
 class _FollowedFile:
@@ -136,7 +205,9 @@ class _FollowedFile:
 
     def __init__(self, path: str, fd: int, identity: tuple[int, int], offset: int) -> None:
         self.path = path
-        self.fd = fd
+        self.fd: int | None = fd  # None while closed for being idle
+        self.active_at = time.monotonic()  # when it last grew (or was opened)
+        self.mtime_ns = 0  # as of the last read: a closed file is reopened when it changes
         self.identity = identity
         self.offset = offset
         self.start_offset = offset
@@ -150,7 +221,7 @@ class _FollowedFile:
     def line_number(self, lines_since_start: int) -> str:
         """``path:line`` for a 1-based line number counted from the file's start. Counting the
         lines skipped by the start-up seek is paid only when a bad line has to be located."""
-        if self.line_base is None:
+        if self.line_base is None and self.fd is not None:
             count = 0
             position = 0
             while position < self.start_offset:
@@ -160,7 +231,7 @@ class _FollowedFile:
                 count += block.count(b"\n")
                 position += len(block)
             self.line_base = count
-        return f"{self.path}:{self.line_base + lines_since_start}"
+        return f"{self.path}:{(self.line_base or 0) + lines_since_start}"
 
 
 class LogTailer:
@@ -198,6 +269,7 @@ class LogTailer:
         ]
         self._watch: DirectoryWatch | None = None
         self._followed: dict[tuple[int, int], _FollowedFile] = {}
+        self._open_budget = open_file_budget()
         self._first_pass = True
         self._paths: list[str] = []
         self._paths_checked_at = -GLOB_REFRESH_S
@@ -225,7 +297,7 @@ class LogTailer:
             self._thread.join(timeout=2)
             self._thread = None
         for followed in self._followed.values():
-            os.close(followed.fd)
+            self._close_file(followed)
         self._followed.clear()
 
     def _run(self) -> None:
@@ -275,7 +347,7 @@ class LogTailer:
         if clock - self._paths_checked_at >= GLOB_REFRESH_S or self._first_pass:
             self._paths = self._expand()
             self._paths_checked_at = clock
-        current: dict[tuple[int, int], str] = {}
+        current: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
         for path in self._paths:
             try:
                 info = os.stat(path)
@@ -284,7 +356,11 @@ class LogTailer:
             except OSError as err:
                 self._error(path, err)
                 continue
-            current[(info.st_dev, info.st_ino)] = path
+            reason = not_regular_reason(info.st_mode)
+            if reason is not None:
+                self._problem(path, reason)
+                continue
+            current[(info.st_dev, info.st_ino)] = (path, info)
         total = 0
         # Files no longer reachable by any matching path were rotated away or deleted: read them
         # first, and keep reading them for ROTATE_WAIT_S, since writers notice a rotation only
@@ -296,11 +372,18 @@ class LogTailer:
                 followed.gone_since = clock
                 with self._lock:
                     self.state.files.pop(followed.path, None)
-            elif clock - followed.gone_since >= ROTATE_WAIT_S:
+            elif clock - followed.gone_since >= ROTATE_WAIT_S or followed.fd is None:
                 del self._followed[identity]
-                os.close(followed.fd)
-        for identity, path in current.items():
-            known = self._followed.get(identity) or self._open(path, identity)
+                self._close_file(followed)
+        for identity, (path, info) in current.items():
+            known = self._followed.get(identity)
+            if known is not None and known.fd is None:
+                if info.st_size == known.offset and info.st_mtime_ns == known.mtime_ns:
+                    continue  # closed for being idle, and still unchanged
+                if not self._reopen(known, path):
+                    continue
+            if known is None:
+                known = self._open(path, identity)
             if known is None:
                 continue
             known.path = path
@@ -308,6 +391,48 @@ class LogTailer:
             total += self._drain(known)
         self._first_pass = False
         return total
+
+    def _open_fd(self, path: str) -> int:
+        """A non-blocking read descriptor, closing an idle log first when the budget is spent
+        (or the process ran out of descriptors)."""
+        if sum(f.fd is not None for f in self._followed.values()) >= self._open_budget:
+            self._close_idlest()
+        try:
+            return os.open(path, _OPEN_FLAGS)
+        except OSError as err:
+            if err.errno not in (errno.EMFILE, errno.ENFILE) or not self._close_idlest():
+                raise
+            return os.open(path, _OPEN_FLAGS)
+
+    def _close_idlest(self) -> bool:
+        """Close the open log that has been quiet longest (rotated files being drained last).
+        Returns whether one was closed."""
+        candidates = [f for f in self._followed.values() if f.fd is not None]
+        if not candidates:
+            return False
+        idlest = min(candidates, key=lambda f: (f.gone_since is not None, f.active_at))
+        self._close_file(idlest)
+        return True
+
+    @staticmethod
+    def _close_file(followed: _FollowedFile) -> None:
+        if followed.fd is not None:
+            os.close(followed.fd)
+            followed.fd = None
+
+    def _reopen(self, followed: _FollowedFile, path: str) -> bool:
+        """Open a log closed for being idle again, if ``path`` still names the same file."""
+        try:
+            fd = self._open_fd(path)
+        except OSError as err:
+            self._error(path, err)
+            return False
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != followed.identity:  # replaced meanwhile: next pass
+            os.close(fd)
+            return False
+        followed.fd = fd
+        return True
 
     def _expand(self) -> list[str]:
         paths: list[str] = []
@@ -325,13 +450,18 @@ class LogTailer:
 
     def _open(self, path: str, identity: tuple[int, int]) -> _FollowedFile | None:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = self._open_fd(path)
         except OSError as err:
             self._error(path, err)
             return None
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != identity:  # replaced between stat and open: next pass
             os.close(fd)
+            return None
+        reason = not_regular_reason(info.st_mode)
+        if reason is not None:
+            os.close(fd)
+            self._problem(path, reason)
             return None
         offset = 0
         # Files present at start-up are entered at the window the views need; files that appear
@@ -346,18 +476,27 @@ class LogTailer:
         return followed
 
     def _error(self, path: str, err: OSError) -> None:
+        self._problem(path, f"{err.strerror or type(err).__name__} ({path})")
+
+    def _problem(self, path: str, message: str) -> None:
         with self._lock:
-            self.state.errors[path] = f"{err.strerror or type(err).__name__} ({path})"
+            self.state.errors[path] = message
 
     def _drain(self, followed: _FollowedFile) -> int:
         """Read a file from its offset to its current end."""
+        fd = followed.fd
+        if fd is None:
+            return 0
         try:
-            size = os.fstat(followed.fd).st_size
+            info = os.fstat(fd)
         except OSError as err:
             self._error(followed.path, err)
             return 0
+        size = info.st_size
+        followed.mtime_ns = info.st_mtime_ns
         if size == followed.offset:
             return 0  # the common case while idle: nothing new, nothing to record
+        followed.active_at = time.monotonic()
         if size < followed.offset:  # truncated in place: the file starts again
             followed.offset = followed.start_offset = 0
             followed.partial = b""
@@ -367,9 +506,7 @@ class LogTailer:
         total = 0
         while followed.offset < size:
             try:
-                block = os.pread(
-                    followed.fd, min(READ_BYTES, size - followed.offset), followed.offset
-                )
+                block = os.pread(fd, min(READ_BYTES, size - followed.offset), followed.offset)
             except OSError as err:
                 self._error(followed.path, err)
                 break
@@ -421,7 +558,11 @@ class LogTailer:
         return len(records)
 
     def _reject(self, followed: _FollowedFile, line: int, reason: str, detail: str) -> None:
-        where = followed.line_number(line)
+        self.count_rejected(reason, followed.line_number(line), detail)
+
+    def count_rejected(self, reason: str, where: str, detail: str) -> None:
+        """Count a line that was read but not kept (also for checks made after parsing, such as
+        a timestamp in the future)."""
         with self._lock:
             self.state.rejected[reason] += 1
             self.state.rejected_examples.append(RejectedLine(where, reason, detail))

@@ -23,6 +23,7 @@ from monitor.sources.aws import (
     ACCESS_DENIED,
     DISABLED,
     ERROR,
+    HEADLESS_DEADLINE_S,
     NO_CREDENTIALS,
     OK,
     STALE,
@@ -32,6 +33,7 @@ from monitor.sources.aws import (
     SourceFailure,
     SourceHealth,
     classify_error,
+    deadline_passed,
 )
 
 SERVICE: Final = "Service Quotas"
@@ -204,6 +206,7 @@ def service_quotas_once(
     disabled_message: str = "disabled",
     max_attempts: int = 2,
     read_timeout_s: float = 10.0,
+    deadline_s: float = HEADLESS_DEADLINE_S,
 ) -> tuple[list[ServiceQuota], SourceHealth]:
     """For ``--once``: one fetch in an event loop of its own. Never raises for AWS faults."""
     source = ServiceQuotasSource(
@@ -216,5 +219,14 @@ def service_quotas_once(
         read_timeout_s=read_timeout_s,
     )
     if enabled:
-        asyncio.run(source.refresh())
+        asyncio.run(_refresh_within_deadline(source, deadline_s))
     return source.quotas, source.health
+
+
+async def _refresh_within_deadline(source: ServiceQuotasSource, deadline_s: float) -> None:
+    # A headless report waits for AWS a bounded time in all (see Session.aws_time_left).
+    try:
+        await asyncio.wait_for(source.refresh(), deadline_s)
+    except TimeoutError:
+        failure = classify_error(deadline_passed(deadline_s), SERVICE, PERMISSIONS)
+        source._fail(failure, time.time())

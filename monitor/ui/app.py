@@ -25,10 +25,12 @@ from typing import ClassVar
 
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import BindingType
+from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
 from monitor.feed import DAY_S, LocalFeed
+from monitor.formatting import printable
 from monitor.quotas import ModelQuotas
 from monitor.ui import keys
 from monitor.ui.budget_dialog import BudgetDialog
@@ -41,6 +43,7 @@ QUICK_UPDATE_S = 0.1
 IDLE_AFTER_S = 300.0  # no record for this long: every window shown has gone quiet
 IDLE_INTERVAL_S = 15.0
 TERMINAL_GONE_GRACE_S = 3.0
+MAX_NOTICES = 3
 
 
 class BedrockTopApp(App[int]):
@@ -65,7 +68,9 @@ class BedrockTopApp(App[int]):
     ) -> None:
         """``feed``: the log source (``follow=False`` when the caller has already read it and
         nothing more will come, as in tests). ``clock`` gives "now" for every number shown."""
-        super().__init__()
+        # NO_COLOR means no colour at all: the terminal's own default colours, text styles only
+        # (Textual alone would still paint the screen in shades of grey).
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.feed = feed
         self.clock = clock
         self.extras = extras or ScreenExtras()
@@ -89,6 +94,35 @@ class BedrockTopApp(App[int]):
         self._budget_cache: tuple[float, list[BudgetStatus]] | None = None
         for entry in self.catalog.themes.values():
             self.register_theme(entry.theme)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notice passes the terminal boundary: its text names files, budgets and models
+        that other people chose, so it is escaped and never read as markup."""
+        super().notify(
+            printable(message),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
+
+    def _on_notify(self, event: Notify) -> None:
+        """At most ``MAX_NOTICES`` on screen, the newest: a burst (twelve theme changes, several
+        alarms at once) would otherwise stack over the header and the table's column names."""
+        super()._on_notify(event)
+        shown = list(self._notifications)
+        for old in shown[:-MAX_NOTICES]:
+            self._unnotify(old, refresh=False)
+        if len(shown) > MAX_NOTICES:
+            self._refresh_notifications()
 
     # -- start and stop -----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -447,7 +481,16 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         session = open_session(args, live=True)
     except SessionError as err:
-        print(f"bedrock-top: {err}", file=sys.stderr)
+        print(printable(f"bedrock-top: {err}"), file=sys.stderr)
+        return 2
+    # A bad [keys] table is a configuration error, like any other: a dead key or one taken
+    # from quit would only show once someone needs it.
+    bad_keys = keys.keymap_problems(session.config.keys)
+    if bad_keys:
+        session.close()
+        where = session.config.path or "configuration"
+        for problem in bad_keys:
+            print(printable(f"bedrock-top: {where}: {problem}"), file=sys.stderr)
         return 2
     try:
         session.feed.catch_up()

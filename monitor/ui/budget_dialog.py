@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -11,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from monitor.formatting import format_count, format_usd
+from monitor.formatting import format_count, format_usd, printable
 from monitor.ui.hooks import BudgetLimit, BudgetView
 
 
@@ -54,7 +55,11 @@ class BudgetDialog(ModalScreen[str | None]):
             )
             yield OptionList(
                 *(
-                    Option(f"{limit.name}  ({limit.unit}, now {_limit_text(limit)})", id=str(i))
+                    # Text, not str: a str prompt is read as markup.
+                    Option(
+                        Text(printable(f"{limit.name}  ({limit.unit}, now {_limit_text(limit)})")),
+                        id=str(i),
+                    )
                     for i, limit in enumerate(self.limits)
                 ),
                 id="budget-list",
@@ -95,7 +100,7 @@ class BudgetDialog(ModalScreen[str | None]):
             value = parse_limit(message.value, limit.unit)
             written = self.budgets.save_limit(limit.name, value)
         except (ValueError, OSError, IndexError) as err:
-            status.update(f"not saved: {err}")
+            status.update(Text(printable(f"not saved: {err}")))
             return
         self.dismiss(written)
 

@@ -152,3 +152,57 @@ def specs(scopes: Iterable[str]) -> list[KeySpec]:
 
 def key_ids() -> set[str]:
     return {spec.id for spec in KEYS}
+
+
+MODIFIERS = ("ctrl", "shift", "alt", "meta", "super", "hyper")
+
+
+def key_name_known(name: str) -> bool:
+    """Whether Textual can ever send ``name`` (``q``, ``ctrl+r``, ``escape``, ``f5``,
+    ``question_mark``): a key name that no key produces would leave a binding dead."""
+    from textual.keys import Keys, _character_to_key, key_to_character
+
+    *modifiers, base = name.split("+")
+    if not base or any(modifier not in MODIFIERS for modifier in modifiers):
+        return False
+    if len(base) == 1:
+        return base.isprintable()
+    named = {key.value.rsplit("+", 1)[-1] for key in Keys}
+    if base in named or key_to_character(base) is not None:
+        return True
+    return _character_to_key(base) != base  # a Unicode character name Textual knows
+
+
+def keymap_problems(keymap: dict[str, str]) -> list[str]:
+    """What is wrong with a ``[keys]`` table, one line per problem, naming the key path:
+    unknown binding ids, key names no key produces, and a key taken by two bindings that are
+    active together (``pause = "q"`` would leave nothing bound to quit on ``q``)."""
+    problems: list[str] = []
+    ids = key_ids()
+    for binding, keys_text in keymap.items():
+        if binding not in ids:
+            problems.append(
+                f"keys.{binding}: no key binding has this id (ids: {', '.join(sorted(ids))})"
+            )
+            continue
+        for name in keys_text.split(","):
+            if not key_name_known(name.strip()):
+                problems.append(
+                    f"keys.{binding}: {name.strip()!r} is not a key name "
+                    '(e.g. "q", "ctrl+r", "escape", "f5", "question_mark")'
+                )
+    if problems:
+        return problems
+    # Which binding each key reaches, per scope (app bindings are active on every screen).
+    owners: dict[tuple[str, str], str] = {}
+    for spec in KEYS:
+        for name in keymap.get(spec.id, spec.keys).split(","):
+            scopes = ("overview", "model") if spec.scope == "app" else (spec.scope,)
+            for scope in scopes:
+                other = owners.setdefault((scope, name.strip()), spec.id)
+                if other == spec.id:
+                    continue
+                # Name the binding the configuration changed; the other kept its key.
+                changed, kept = (spec.id, other) if spec.id in keymap else (other, spec.id)
+                problems.append(f"keys.{changed}: {name.strip()!r} is already the key of {kept}")
+    return list(dict.fromkeys(problems))

@@ -18,7 +18,7 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input
 
-from monitor.formatting import base_model_id, format_count, format_ms, format_usd
+from monitor.formatting import base_model_id, format_count, format_ms, format_usd, printable
 from monitor.store import (
     CLIENT_ERRORS,
     INPUT,
@@ -71,14 +71,18 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     files = list(state.files) or list(state.waiting_for)
     shown = files[0] if files else ", ".join(state.patterns)
     more = f" +{len(files) - 1}" if len(files) > 1 else ""
-    text.append(f"log {_shorten_path(str(shown), max(16, width // 3))}{more}")
+    # Values that could hold a line break are escaped here; TextPanel escapes everything else.
+    text.append(f"log {printable(_shorten_path(str(shown), max(16, width // 3)))}{more}")
     text.append(f" · {format_count(state.records)} records")
     rejected = state.rejected_total
     text.append(f" · {rejected} rejected", style="bold" if rejected else "")
     if state.waiting_for:
         text.append(" · waiting for file")
     if state.errors:
-        text.append(" · read errors", style="bold")
+        path, problem = next(iter(state.errors.items()))
+        more = f" (+{len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
+        shown_path = printable(_shorten_path(path, max(16, width // 4)))
+        text.append(f" · cannot read {shown_path}: {printable(problem)}{more}", style="bold")
     last = store.last_epoch
     text.append(f" · last {format_age(None if last is None else now - last)}")
     text.append(f" · every {app.interval:g}s")
@@ -90,17 +94,18 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     else:
         cw = cloudwatch.cloudwatch_state()
         text.append(" ACCOUNT ", style="bold")
-        text.append(f"CloudWatch {cw.region}: {cw.state}")
+        text.append(printable(f"CloudWatch {cw.region}: {cw.state}"))
         if cw.last_good_epoch is not None:
             text.append(f" · last poll {format_age(now - cw.last_good_epoch)} ago")
         if cw.cost_per_hour_usd is not None:
             text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h")
         if cw.message:
-            text.append(f" · {cw.message}", style="bold")
+            text.append(f" · {printable(cw.message)}", style="bold")
     if app.extras.quotas is not None:
         quota_state = app.extras.quotas.state_text()
         text.append(" · quotas ")
-        text.append(quota_state, style="" if quota_state in ("ok", "starting") else "bold")
+        quiet = quota_state in ("ok", "starting")
+        text.append(printable(quota_state), style="" if quiet else "bold")
     return text
 
 
@@ -209,31 +214,35 @@ class OverviewScreen(Screen[None]):
         app = self.bt
         latency = self._sparks.total_latency(app.feed.store, now)
         summary = totals(rows, latency, app.extras, budgets)
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" LOCAL ", style="bold")
-        text.append(f"{summary.models} models · ")
-        text.append(f"{_num(summary.requests_per_min)} req/min · ")
-        text.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
-        text.append(f"out {_num(summary.output_tokens_per_s)} tok/s · ")
-        text.append(f"p50 {format_ms(summary.p50_ms)} p99 {format_ms(summary.p99_ms)} · ")
-        text.append(f"err {summary.errors}", style="bold" if summary.errors else "")
-        text.append(f" thr {summary.throttles} (5m)", style="bold" if summary.throttles else "")
+        rates = Text(no_wrap=True, overflow="ellipsis")
+        rates.append(" LOCAL ", style="bold")
+        rates.append(f"{summary.models} models · ")
+        rates.append(f"{_num(summary.requests_per_min)} req/min · ")
+        rates.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
+        rates.append(f"out {_num(summary.output_tokens_per_s)} tok/s")
+        figures = Text(no_wrap=True, overflow="ellipsis")
+        figures.append(f"p50 {format_ms(summary.p50_ms)} p99 {format_ms(summary.p99_ms)} · ")
+        figures.append(f"err {summary.errors}", style="bold" if summary.errors else "")
+        figures.append(f" thr {summary.throttles} (5m)", style="bold" if summary.throttles else "")
         if app.extras.cost is not None:
             spend = format_usd(summary.spend_hour)
-            text.append(f" · spend 1h {spend}")
+            figures.append(f" · spend 1h {spend}")
             if summary.unpriced_models:
-                text.append(f" ({summary.unpriced_models} unpriced)")
+                figures.append(f" ({summary.unpriced_models} unpriced)")
         if summary.budget is not None:
             budget = summary.budget
-            text.append(f" · {budget.name} {gauge(budget.fraction)}")
-        text.append("\n")
-        text.append(
+            figures.append(f" · {printable(budget.name)} {gauge(budget.fraction)}")
+        legend = Text(
             " local = this host's usage log, real time (rates over 1m, latency over 5m)",
             style="dim",
         )
         if app.extras.cloudwatch is not None:
-            text.append(" · acct = CloudWatch, all callers, per minute, minutes late", style="dim")
-        return text
+            legend.append(" · acct = CloudWatch, all callers, per minute, minutes late")
+        if len(rates) + 3 + len(figures) <= self.size.width:
+            return Text.assemble(rates, " · ", figures, "\n", legend, no_wrap=True)
+        # Too narrow for one line (80 columns): the figures take the legend's line, since
+        # latency, errors and spend matter more than what the columns mean.
+        return Text.assemble(rates, "\n ", figures, no_wrap=True, overflow="ellipsis")
 
     # -- actions ------------------------------------------------------------------------------
     def on_model_table_opened(self, message: ModelTable.Opened) -> None:
@@ -387,10 +396,10 @@ class ModelScreen(Screen[None]):
         store = self.bt.feed.store
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" MODEL ", style="bold reverse")
-        text.append(f" {self.model_id}", style="bold")
+        text.append(f" {printable(self.model_id)}", style="bold")
         base = base_model_id(self.model_id)
         if base != self.model_id:
-            text.append(f"  (base model {base})")
+            text.append(f"  (base model {printable(base)})")
         rates = store.rates(self.model_id, now, RATE_WINDOW_S)
         latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
         text.append("\n LOCAL ", style="bold")
@@ -561,7 +570,7 @@ class ModelScreen(Screen[None]):
                     runs_out = time.strftime("%a %H:%M", time.localtime(status.exhausts_at))
                     line += f" · runs out {runs_out}"
                 style = ("", "", "bold", "bold reverse")[min(status.level, 3)]
-                text.append(line + "\n", style=style)
+                text.append(printable(line) + "\n", style=style)
         self.query_one("#budgets", TextPanel).show(text)
 
     def _recent(self) -> None:
@@ -583,7 +592,7 @@ class ModelScreen(Screen[None]):
                 if record.error_code is None
                 else f"{record.status} {record.error_code}"
             )
-            table.add_row(
+            cells = (
                 record.ts.strftime("%H:%M:%S"),
                 record.operation,
                 format_count(record.input_tokens)
@@ -595,6 +604,8 @@ class ModelScreen(Screen[None]):
                 status,
                 record.app or "",
             )
+            # Text, not str: a DataTable reads a str cell as markup.
+            table.add_row(*(Text(printable(cell)) for cell in cells))
 
     # -- actions ------------------------------------------------------------------------------
     def action_back(self) -> None:

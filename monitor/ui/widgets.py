@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Region
@@ -20,13 +20,29 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from monitor.formatting import short_model_id
+from monitor.formatting import printable, short_model_id
 from monitor.ui.overview_model import Cell, Column, ModelRow, fit_columns
 
 CHART_BARS = " ▁▂▃▄▅▆▇█"
 
 
 _EMPTY_CELL = Cell("")
+
+
+def printable_text(text: Text) -> Text:
+    """A Rich ``Text`` with every line passed through :func:`printable` (styles kept): the
+    panels' boundary for untrusted text. Line breaks stay line breaks; a break inside an
+    untrusted value must be escaped where the value is put into a multi-line panel."""
+    plain = text.plain
+    if printable(plain, keep_newlines=True) == plain:
+        return text
+    out = text.blank_copy()
+    cuts = sorted({0, len(plain)} | {o for span in text.spans for o in (span.start, span.end)})
+    # Between two cuts every span covers the whole piece, so each piece keeps its styles.
+    for piece in text.divide(cuts[1:-1]):
+        safe = printable(piece.plain, keep_newlines=True)
+        out.append_text(Text(safe, spans=[Span(0, len(safe), s.style) for s in piece.spans]))
+    return out
 
 
 def _fit(text: str, width: int, align: str) -> str:
@@ -209,7 +225,8 @@ class ModelTable(Widget, can_focus=True):
         if index >= len(self._rows):
             if not self._rows and y == 1:
                 dim = self.get_component_rich_style("model-table--dim")
-                return Strip([Segment(" " + _fit(self.empty_text, width - 1, "left"), base + dim)])
+                text = printable(self.empty_text)
+                return Strip([Segment(" " + _fit(text, width - 1, "left"), base + dim)])
             return Strip.blank(width, base)
         row = self._rows[index]
         selected = index == self._cursor and self.has_focus
@@ -250,7 +267,7 @@ class ModelTable(Widget, can_focus=True):
         current = line_style
         for column in self._columns:
             cell = row.cells.get(column.key, _EMPTY_CELL)
-            text = cell.text
+            text = printable(cell.text)
             if column.key == "model":
                 text = short_model_id(text, column.width)
             style = line_style
@@ -283,6 +300,7 @@ class TextPanel(Widget):
         self._text = Text()
 
     def show(self, text: Text) -> None:
+        text = printable_text(text)
         if text != self._text:
             lines_changed = text.plain.count("\n") != self._text.plain.count("\n")
             self._text = text

@@ -28,7 +28,10 @@ ROTATE_ENV = "BEDROCK_TOP_LOG_MAX_BYTES"
 # rotated file open for longer than this (``monitor.sources.logtail.ROTATE_WAIT_S``).
 IDENTITY_CHECK_S = 0.25
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+# Non-blocking: a log that is a FIFO nobody reads fails to open (ENXIO) and one whose reader
+# stopped reading fails to take a write (EAGAIN), instead of stopping the application; either
+# is a dropped record. (A hard-mounted network filesystem can still block in the kernel.)
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 # Re-entrant: a record finished by the garbage collector can arrive while this thread is here.
 _drop_lock = threading.RLock()
