@@ -7,6 +7,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -475,3 +477,149 @@ def test_prices_lists_the_price_in_force_and_where_it_came_from(
     assert table.returncode == 0, table.stderr
     line = next(line for line in table.stdout.splitlines() if line.startswith(LLAMA))
     assert "learned from billing" in line and "0.72" in line
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_screen_shows_the_bill_beside_the_estimate_in_a_real_terminal(
+    moto_url: str, proxy: CountingProxy, tmp_path: Path, usage_log: Path
+) -> None:
+    from tests.test_tmux import Tmux
+
+    seeded = seed_bill(moto_url, time.time())
+    env = cli_env(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        '[[budgets]]\nname = "on the bill"\nperiod = "month"\nlimit_usd = 100.0\n'
+        'source = "billing"\n'
+    )
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    command = (
+        f"env {exports} {shlex.quote(sys.executable)} -m monitor --billing --no-cloudwatch"
+        f" --endpoint-url {proxy.url} --log {shlex.quote(str(usage_log))}"
+    )
+    session = Tmux(160, 40, command)
+    try:
+
+        def llama_row(text: str) -> str:
+            rows = [line for line in text.splitlines() if "llama3-1-70b" in line]
+            return next((line for line in rows if "billed" not in line), "")
+
+        # Whatever width the tmux server gives the window, these are on screen. Llama has no
+        # built-in price: its row is priced from the bill, and the budget on the bill (billed
+        # through yesterday plus the estimate since) gets its gauge once it is evaluated.
+        screen = session.wait_for(
+            lambda text: "month to date" in text and "%" in llama_row(text), timeout=30
+        )
+        assert f"month to date ${seeded:,.2f}" in screen
+        assert "estimates for the same days: local" in screen
+        assert "BILL ok" in screen
+        assert "unmatched (2 usage types)" in screen
+        assert "unpriced" not in llama_row(screen) and "$0.0018" in llama_row(screen)
+        session.keys("q")
+        session.wait_for(lambda text: "month to date" not in text, timeout=10)
+    finally:
+        session.close()
+    assert proxy.requests == 2
+
+
+async def test_the_live_bill_is_read_as_models_with_cloudwatch_beside_it(
+    moto_url: str, proxy: CountingProxy, aws_env: Path, tmp_path: Path, usage_log: Path
+) -> None:
+    import asyncio
+
+    import boto3
+
+    from monitor.cli import parse_args
+    from monitor.live_billing import LiveBilling
+    from monitor.session import open_session
+
+    now = time.time()
+    seed_bill(moto_url, now)
+    # CloudWatch saw 1M input and 0.25M output tokens of Llama on the bill's last day.
+    # (In the region the session resolves: aws_env's eu-west-1. The bill is us-east-1's.)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="eu-west-1")
+    for metric, value in (("InputTokenCount", 1_000_000), ("OutputTokenCount", 250_000)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/Bedrock",
+            MetricData=[
+                {
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "ModelId", "Value": LLAMA}],
+                    "Timestamp": datetime.fromtimestamp(now - 120, UTC),
+                    "Value": value,
+                }
+            ],
+        )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[[budgets]]\nname = "llama on the bill"\nmodels = ["meta.*"]\nperiod = "month"\n'
+        'limit_usd = 10.0\nsource = "billing"\n'
+    )
+    args = parse_args(
+        ["--billing", "--endpoint-url", proxy.url, "--log", str(usage_log), "--config", str(config)]
+    )
+    session = open_session(args, now=now)
+    try:
+        session.feed.catch_up()
+        source = session.open_billing()
+        assert source is not None
+        live = LiveBilling(session, source, cloudwatch_on=True)
+        await live.start()
+        deadline = time.monotonic() + 30
+        panel = None
+        while time.monotonic() < deadline:
+            panel = live.billing_panel(time.time())
+            if panel is not None and panel.cloudwatch_usd is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert panel is not None and panel.cloudwatch_usd is not None
+        lines = {line.name: line for line in panel.lines}
+        # CloudWatch's tokens priced at the learned $0.72/M: (1M + 0.25M) x 0.72 / 1M.
+        assert lines[LLAMA].cloudwatch_usd == pytest.approx(0.9)
+        assert lines[LLAMA].billed_usd == pytest.approx(1.08)
+        assert lines[LLAMA].local_usd == pytest.approx((2000 + 500) * 0.72 / 1e6)
+        assert lines["unmatched"].billed_usd == pytest.approx(40.375)
+        assert live.billing_state().state == "ok"
+        price = session.price_book.price_for(LLAMA)
+        assert price is not None and price.origin == "learned"
+        [budget] = session.budget_statuses(time.time())
+        assert budget.source == "billing" and budget.estimate_source == "local"
+        await live.stop()
+    finally:
+        session.close()
+    assert proxy.requests == 2
+
+
+def test_once_json_puts_cloudwatchs_estimate_for_the_bills_days_beside_it(
+    moto_url: str, proxy: CountingProxy, tmp_path: Path, usage_log: Path
+) -> None:
+    import boto3
+
+    now = time.time()
+    seeded = seed_bill(moto_url, now)
+    cloudwatch = boto3.client(
+        "cloudwatch",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    cloudwatch.put_metric_data(
+        Namespace="AWS/Bedrock",
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": "ModelId", "Value": LLAMA}],
+                "Timestamp": datetime.fromtimestamp(now - 120, UTC),
+                "Value": value,
+            }
+            for metric, value in (("InputTokenCount", 1_000_000), ("OutputTokenCount", 250_000))
+        ],
+    )
+    args = ("--once", "--json", "--billing", "--endpoint-url", proxy.url, "--log", str(usage_log))
+    result = run_cli(*args, env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    estimates = json.loads(result.stdout)["billing"]["estimates"]
+    cloud = estimates["cloudwatch"]
+    assert cloud["by_model"][LLAMA] == pytest.approx(0.9)  # 1.25M tokens at the learned $0.72/M
+    assert cloud["difference_usd"] == pytest.approx(seeded - 0.9)
+    assert estimates["local"]["by_model"][LLAMA] == pytest.approx(2500 * 0.72 / 1e6)
