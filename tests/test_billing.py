@@ -4,6 +4,7 @@ order of sources, and budgets on the bill."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,56 @@ def test_a_billing_budget_is_left_out_while_the_bill_is_unknown() -> None:
         local_usage=lambda m, s, e: Tally(input_tokens=1000),
     )
     assert statuses == []
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_billing_keys_are_read_validated_and_shown(tmp_path: Path) -> None:
+    from monitor.config import ConfigError, effective_settings, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[sources]\nbilling = true\nbilling_refresh_h = 12\n"
+        '[billing.usage_types]\n"USE1-Nova-input-tokens" = "amazon.nova-pro-v1:0"\n'
+        '"USE1-Mine-*" = "my.model"\n'
+        '[[budgets]]\nname = "bill"\nperiod = "month"\nlimit_usd = 50.0\nsource = "billing"\n'
+    )
+    config = load_config(path, env={})
+    assert config.sources.billing and config.sources.billing_refresh_h == 12
+    assert config.billing_usage_types == {
+        "USE1-Nova-input-tokens": "amazon.nova-pro-v1:0",
+        "USE1-Mine-*": "my.model",
+    }
+    assert config.budgets[0].source == "billing"
+    shown = {name: (value, str(origin)) for name, value, origin in effective_settings(config)}
+    assert shown["sources.billing_refresh_h"][0] == 12
+    assert shown["billing.usage_types.USE1-Nova-input-tokens"] == (
+        "amazon.nova-pro-v1:0",
+        f"file ({path}:5)",
+    )
+    # Off by default; the flag turns it on.
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert not load_config(empty, env={}).sources.billing
+    flagged = load_config(empty, env={}, cli_overrides={"sources.billing": True})
+    assert flagged.sources.billing and flagged.provenance["sources.billing"].kind == "flag"
+    path.write_text("[sources]\nbilling_refresh_h = 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "line 2" in str(err.value) and "sources.billing_refresh_h" in str(err.value)
+    assert "at least 1" in str(err.value)
+    path.write_text('[billing.usage_types]\n"USE1-X-input-tokens" = 3\n')
+    with pytest.raises(ConfigError, match="the model id this usage type bills"):
+        load_config(path, env={})
+    path.write_text("[billing]\nusage_type = {}\n")
+    assert any("billing.usage_type" in w for w in load_config(path, env={}).warnings)
+
+
+def test_the_example_configuration_documents_the_billing_keys() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "config.example.toml").read_text()
+    for key in ("billing", "billing_refresh_h", "[billing.usage_types]"):
+        assert re.search(rf"^#?\s*{re.escape(key)}", text, re.M), key
+    assert "ce:GetCostAndUsage" in text and "$0.01" in text
