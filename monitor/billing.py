@@ -13,12 +13,12 @@ price per million tokens of each token kind of each matched model.
 
 from __future__ import annotations
 
-import math
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from monitor.formatting import iso_utc
 from monitor.model_names import match_model, name_words
@@ -83,9 +83,9 @@ def parse_usage_type(usage_type: str) -> UsageType:
     return UsageType(text, region, None, "other")
 
 
-@dataclass(frozen=True, slots=True)
-class BillingRow:
-    """One usage type on one day, as Cost Explorer reports it."""
+class BillingRow(NamedTuple):
+    """One usage type on one day, as Cost Explorer reports it. A tuple: a month of an account
+    with many usage types is tens of thousands of them, built at each start from the cache."""
 
     day: str  # ISO date (UTC), the start of the day's TimePeriod
     usage_type: str
@@ -115,35 +115,8 @@ class BillingData:
             "rows": [[r.day, r.usage_type, r.usd, r.quantity, r.unit] for r in self.rows],
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> BillingData:
-        """Raises ValueError (or KeyError/TypeError) on anything malformed."""
-        rows = []
-        for item in data["rows"]:
-            day, usage_type, usd, quantity, unit = item
-            if not (isinstance(day, str) and isinstance(usage_type, str) and isinstance(unit, str)):
-                raise ValueError(f"malformed row {item!r}")
-            rows.append(BillingRow(day, usage_type, _finite(usd), _finite(quantity), unit))
-        fetched_at = _finite(data["fetched_at"])
-        start, end = data["start"], data["end"]
-        if not (isinstance(start, str) and isinstance(end, str)):
-            raise ValueError("start and end must be ISO dates")
-        pages = data.get("pages", 1)
-        estimated = data.get("estimated_days", [])
-        if not isinstance(pages, int) or not isinstance(estimated, list):
-            raise ValueError("malformed pages or estimated_days")
-        return cls(fetched_at, start, end, tuple(rows), pages, tuple(str(d) for d in estimated))
 
-
-def _finite(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"not a number: {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"not a finite number: {value!r}")
-    return number
-
-
+@functools.lru_cache(maxsize=256)
 def tokens_per_unit(unit: str) -> float:
     """Tokens in one unit of UsageQuantity. Bedrock reports token usage types in tokens; a unit
     that names thousands or millions is scaled, so a learned price is always per token."""
@@ -244,20 +217,25 @@ def summarize(data: BillingData, mapping: UsageTypeMap) -> BillingSummary:
     daily: dict[str, dict[str | None, tuple[float, float]]] = {}
     through: str | None = None
     parsed_cache: dict[str, UsageType] = {}
+    # Per usage type, once: its model and whether its quantity counts as input + output tokens.
+    read_as: dict[str, tuple[str | None, bool]] = {}
     for row in data.rows:
-        parsed = parsed_cache.get(row.usage_type)
-        if parsed is None:
+        known = read_as.get(row.usage_type)
+        if known is None:
             parsed = parsed_cache[row.usage_type] = parse_usage_type(row.usage_type)
-        totals = per_type.setdefault(row.usage_type, [0.0, 0.0])
+            known = read_as[row.usage_type] = (
+                mapping.model_for(parsed),
+                parsed.kind in ("input", "output"),
+            )
+            per_type[row.usage_type] = [0.0, 0.0]
+            units[row.usage_type] = row.unit
+        model, counts_tokens = known
+        totals = per_type[row.usage_type]
         totals[0] += row.usd
         totals[1] += row.quantity
-        units.setdefault(row.usage_type, row.unit)
-        if row.usd or row.quantity:
-            through = row.day if through is None or row.day > through else through
-        model = mapping.model_for(parsed)
-        tokens = (
-            row.quantity * tokens_per_unit(row.unit) if parsed.kind in ("input", "output") else 0.0
-        )
+        if (row.usd or row.quantity) and (through is None or row.day > through):
+            through = row.day
+        tokens = row.quantity * tokens_per_unit(row.unit) if counts_tokens else 0.0
         day = daily.setdefault(row.day, {})
         usd, tok = day.get(model, (0.0, 0.0))
         day[model] = (usd + row.usd, tok + tokens)

@@ -29,11 +29,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from monitor.billing import BillingData, BillingRow
 from monitor.paths import user_cache_path
 from monitor.sources.aws import (
     DISABLED,
     OK,
+    STALE,
     STARTING,
     AwsConnection,
     AwsTarget,
@@ -88,6 +91,23 @@ def cache_file(cache_dir: Path, target: AwsTarget) -> Path:
     return cache_dir / f"billing-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
+class _CachedBill(msgspec.Struct):
+    fetched_at: float
+    start: str
+    end: str
+    rows: list[tuple[str, str, float, float, str]]
+    pages: int = 1
+    estimated_days: list[str] = []
+
+
+class _CacheFile(msgspec.Struct):
+    version: int
+    data: _CachedBill
+
+
+_CACHE_DECODER: Final = msgspec.json.Decoder(_CacheFile)
+
+
 def read_cache(path: Path) -> tuple[BillingData | None, str | None]:
     """``(data, notice)``: a missing file is no data and no notice; a corrupt one is ignored with
     a notice that says where and why."""
@@ -98,11 +118,19 @@ def read_cache(path: Path) -> tuple[BillingData | None, str | None]:
     except OSError as err:
         return None, f"billing cache {path} unreadable ({err.strerror or err}): ignored"
     try:
-        document = json.loads(raw)
-        if not isinstance(document, dict) or document.get("version") != CACHE_VERSION:
+        # Typed decoding checks every field's type at the decoder's speed.
+        document = _CACHE_DECODER.decode(raw)
+        if document.version != CACHE_VERSION:
             raise ValueError(f"not a version-{CACHE_VERSION} billing cache")
-        return BillingData.from_json(document["data"]), None
-    except (ValueError, KeyError, TypeError) as err:
+        bill = document.data
+        rows = tuple(map(BillingRow._make, bill.rows))
+        if not all(math.isfinite(r.usd) and math.isfinite(r.quantity) for r in rows):
+            raise ValueError("a cost or quantity that is not a finite number")
+        data = BillingData(
+            bill.fetched_at, bill.start, bill.end, rows, bill.pages, tuple(bill.estimated_days)
+        )
+        return data, None
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as err:
         reason = str(err) or type(err).__name__
         return None, f"billing cache {path} is corrupt ({reason[:120]}): ignored, fetching again"
 
@@ -110,7 +138,7 @@ def read_cache(path: Path) -> tuple[BillingData | None, str | None]:
 def write_cache(path: Path, data: BillingData) -> None:
     """Atomically: a reader sees the old cache or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"version": CACHE_VERSION, "data": data.as_json()})
+    text = msgspec.json.encode({"version": CACHE_VERSION, "data": data.as_json()}).decode()
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -323,9 +351,7 @@ class BillingSource:
         # A fault that needs a person (permission, credentials) is asked again at the refresh
         # interval; a transient one sooner, never more often than hourly (each request is billed).
         retry = (
-            self.refresh_s
-            if failure.status != "stale"
-            else min(self.refresh_s, RETRY_AFTER_FAULT_S)
+            self.refresh_s if failure.status != STALE else min(self.refresh_s, RETRY_AFTER_FAULT_S)
         )
         self._next_attempt = now + retry
         self.version += 1
