@@ -426,6 +426,10 @@ def test_once_json_reports_the_bill_and_prices_a_model_from_it(
     again = run_cli(*args, "--log", str(usage_log), env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["sources"]["billing"]["requests"] == 0
+    table = run_cli(*args[2:], "--once", "--log", str(usage_log), env=env)
+    assert table.returncode == 0, table.stderr
+    assert f"billed month to date ${seeded:,.2f} through {billing['through']}" in table.stdout
+    assert "billing: Cost Explorer — ok" in table.stdout
     assert proxy.requests == 2
 
 
