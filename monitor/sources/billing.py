@@ -35,6 +35,7 @@ from monitor.billing import BillingData, BillingRow
 from monitor.paths import user_cache_path
 from monitor.sources.aws import (
     DISABLED,
+    NO_CREDENTIALS_MESSAGE,
     OK,
     STALE,
     STARTING,
@@ -251,11 +252,12 @@ class BillingSource:
             return False
         return 0 <= now - data.fetched_at < self.refresh_s
 
-    def _load_cache(self) -> None:
+    async def _load_cache(self) -> None:
         if self._loaded_cache:
             return
         self._loaded_cache = True
-        cached, notice = read_cache(self.cache_path)
+        # Off the event loop: the screen keeps drawing while the disk answers.
+        cached, notice = await asyncio.to_thread(read_cache, self.cache_path)
         if notice:
             self.notices.append(notice)
         if cached is not None:
@@ -268,7 +270,7 @@ class BillingSource:
         if not self.enabled:
             return None
         now = self.clock()
-        self._load_cache()
+        await self._load_cache()
         if not force and self._fresh(self.data, now):
             if self._status in (STARTING, OK):
                 self._set_ok("from the cache")
@@ -289,7 +291,7 @@ class BillingSource:
             await connection.close()
         self.data = data
         try:
-            write_cache(self.cache_path, data)
+            await asyncio.to_thread(write_cache, self.cache_path, data)
         except OSError as err:
             self.notices.append(f"billing cache {self.cache_path} not written: {err}")
         self._set_ok("fetched")
@@ -342,6 +344,11 @@ class BillingSource:
     def _fail(self, failure: SourceFailure, now: float) -> None:
         self._status = failure.status
         message = failure.message
+        if message == NO_CREDENTIALS_MESSAGE:
+            message = (
+                "no AWS credentials found (environment, ~/.aws files, SSO, instance or container "
+                "role): the bill is not read; set up credentials or drop --billing"
+            )
         if self.data is not None:
             message += f"; showing the bill fetched {_age_text(now - self.data.fetched_at)} ago"
         self._message = message
