@@ -67,6 +67,24 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+async def overview_shown(app: BedrockTopApp, pilot: object, timeout: float = 20.0) -> None:
+    """Wait (on a loaded machine too) until the overview is on screen with its first frame."""
+    import time
+
+    from monitor.ui.screens import OverviewScreen
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            screen = app.screen
+        except Exception:  # no screen pushed yet
+            screen = None
+        if isinstance(screen, OverviewScreen) and screen.query_one("#sources").text.plain:  # type: ignore[attr-defined]
+            return
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+    raise AssertionError("the overview never appeared")
+
+
 def app_with(tmp_path: Path, bill: FixedBill) -> BedrockTopApp:
     feed = seeded_demo_feed(Path("usage.jsonl"), NOW, models=7, seed=11)
     return BedrockTopApp(
@@ -87,7 +105,7 @@ async def test_the_panel_shows_the_bill_beside_the_estimates(tmp_path: Path) -> 
     bill = FixedBill(BILL, OK_STATE)
     app = app_with(tmp_path, bill)
     async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.pause()
+        await overview_shown(app, pilot)
         text = app.screen.query_one("#billing").text.plain  # type: ignore[attr-defined]
         header = app.screen.query_one("#sources").text.plain  # type: ignore[attr-defined]
         assert bill.started
@@ -105,7 +123,7 @@ async def test_without_access_the_panel_and_header_say_so(tmp_path: Path) -> Non
     )
     app = app_with(tmp_path, FixedBill(None, state))
     async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.pause()
+        await overview_shown(app, pilot)
         text = app.screen.query_one("#billing").text.plain  # type: ignore[attr-defined]
         header = app.screen.query_one("#sources").text.plain  # type: ignore[attr-defined]
         rows = app.screen.query_one("#models").rows  # type: ignore[attr-defined]
@@ -120,6 +138,6 @@ async def test_without_billing_there_is_no_panel(tmp_path: Path) -> None:
         feed, clock=lambda: NOW, follow=False, catalog=load_themes(tmp_path / "no-themes")
     )
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause()
+        await overview_shown(app, pilot)
         assert not app.screen.query("#billing")
         assert "BILL" not in app.screen.query_one("#sources").text.plain  # type: ignore[attr-defined]
