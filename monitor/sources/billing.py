@@ -289,15 +289,17 @@ class BillingSource:
             return self.data
         finally:
             await connection.close()
-        self.data = data
         try:
             await asyncio.to_thread(write_cache, self.cache_path, data)
         except OSError as err:
             self.notices.append(f"billing cache {self.cache_path} not written: {err}")
-        self._set_ok("fetched")
+        # The bill and its state change together, with no await between: a reader never sees
+        # a new bill with the old state.
+        self.data = data
         self._stale_since = None
         self._last_error = None
         self._next_attempt = now + self.refresh_s
+        self._set_ok("fetched")
         return data
 
     async def _fetch(self, connection: AwsConnection, now: float) -> BillingData:
