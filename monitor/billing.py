@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Final, Literal, NamedTuple
 
 from monitor.formatting import iso_utc
-from monitor.model_names import match_model, name_words
+from monitor.model_names import match_model, match_names
 from monitor.pricing import Price
 
 TokenKind = Literal["input", "output", "cache_read", "cache_write", "other"]
@@ -153,6 +153,13 @@ class UsageTypeMap:
         self._ids = list(dict.fromkeys(model_ids))
         self._configured = dict(configured or {})
         self._cache: dict[str, str | None] = {}
+        self._parts: dict[str, str] | None = None
+
+    def prepare(self, model_parts: Iterable[str]) -> None:
+        """Match every model part of the bill at once, both ways (``match_names``): a usage type
+        of a model not seen does not take the id of a neighbour that is."""
+        self._parts = match_names(model_parts, self._ids)
+        self._cache.clear()
 
     def model_for(self, parsed: UsageType) -> str | None:
         name = parsed.usage_type
@@ -164,11 +171,10 @@ class UsageTypeMap:
                 (model for key, model in self._configured.items() if fnmatchcase(name, key)), None
             )
         if found is None and parsed.model_part is not None:
-            words = name_words(parsed.model_part)
-            if parsed.mantle:
-                # Usage through the bedrock-mantle endpoint is billed for the same model.
-                words = words - {"mantle"}
-            found = match_model(words, self._ids)
+            if self._parts is not None and parsed.model_part in self._parts:
+                found = self._parts[parsed.model_part]
+            elif self._parts is None:
+                found = match_model(parsed.model_part, self._ids)
         self._cache[name] = found
         return found
 
@@ -219,10 +225,15 @@ def summarize(data: BillingData, mapping: UsageTypeMap) -> BillingSummary:
     parsed_cache: dict[str, UsageType] = {}
     # Per usage type, once: its model and whether its quantity counts as input + output tokens.
     read_as: dict[str, tuple[str | None, bool]] = {}
+    for usage_type in dict.fromkeys(row.usage_type for row in data.rows):
+        parsed_cache[usage_type] = parse_usage_type(usage_type)
+    mapping.prepare(
+        parsed.model_part for parsed in parsed_cache.values() if parsed.model_part is not None
+    )
     for row in data.rows:
         known = read_as.get(row.usage_type)
         if known is None:
-            parsed = parsed_cache[row.usage_type] = parse_usage_type(row.usage_type)
+            parsed = parsed_cache[row.usage_type]
             known = read_as[row.usage_type] = (
                 mapping.model_for(parsed),
                 parsed.kind in ("input", "output"),

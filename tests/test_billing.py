@@ -277,3 +277,15 @@ def test_the_example_configuration_documents_the_billing_keys() -> None:
     for key in ("billing", "billing_refresh_h", "[billing.usage_types]"):
         assert re.search(rf"^#?\s*{re.escape(key)}", text, re.M), key
     assert "ce:GetCostAndUsage" in text and "$0.01" in text
+
+
+def test_a_usage_type_of_an_unseen_model_does_not_take_its_neighbours_id() -> None:
+    # Only Claude 3.5 Haiku is seen. Claude 3 Haiku's words fit its id too, but the bill's
+    # 3.5 Haiku usage type fits it better and keeps it (the matcher works both ways).
+    seen = ["anthropic.claude-3-5-haiku-20241022-v1:0"]
+    rows = [
+        ("2026-12-01", "USE1-Claude3Haiku-input-tokens", 0.25, 1_000_000),
+        ("2026-12-01", "USE1-Claude3.5Haiku-input-tokens", 0.8, 1_000_000),
+    ]
+    summary = summarize(bill(*rows), UsageTypeMap(seen))
+    assert summary.by_model == {seen[0]: pytest.approx(0.8), UNMATCHED: pytest.approx(0.25)}
