@@ -12,6 +12,11 @@ last hour divided by 3600 s; the projection assumes it continues until the perio
     exhausts_at        = now + (limit - used) / burn_rate_1h   if that is before period_end
 
 The last-15-minute rate is reported beside it to show whether the burn is speeding up.
+
+A budget with ``source = "billing"`` counts what Cost Explorer billed for the days of its period
+that the bill covers (up to the last complete day with data), plus the estimate since then (and
+for any part of the period before the bill's first day) from CloudWatch when it is on, else the
+local log; its burn rate and forecast come from that estimate, since the bill is hours late.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import math
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from fnmatch import fnmatchcase
 from typing import Any, Final, Literal, Protocol
@@ -31,9 +36,10 @@ from monitor.pricing import PriceBook
 from monitor.store import Tally
 
 Period = Literal["day", "week", "month"]
-BudgetSource = Literal["local", "cloudwatch", "auto"]
+BudgetSource = Literal["local", "cloudwatch", "auto", "billing"]
+UsageSource = Literal["local", "cloudwatch", "billing"]
 PERIODS: Final[tuple[str, ...]] = ("day", "week", "month")
-BUDGET_SOURCES: Final[tuple[str, ...]] = ("local", "cloudwatch", "auto")
+BUDGET_SOURCES: Final[tuple[str, ...]] = ("local", "cloudwatch", "auto", "billing")
 DEFAULT_WARN_AT: Final[tuple[float, ...]] = (0.5, 0.8, 1.0)
 BURN_WINDOW_SHORT_S: Final = 15 * 60
 BURN_WINDOW_LONG_S: Final = 60 * 60
@@ -87,7 +93,7 @@ class BudgetStatus:
     """One budget, evaluated at one moment."""
 
     spec: BudgetSpec
-    source: Literal["local", "cloudwatch"]  # where the usage came from
+    source: UsageSource  # where the usage came from
     now: float
     period_start: float  # epoch seconds
     period_end: float
@@ -103,6 +109,12 @@ class BudgetStatus:
     exhausts_at: float | None  # epoch seconds, only when inside the period and still ahead
     exhausts_at_iso: str | None
     warn_level: float | None  # highest warn_at threshold reached, or None
+    # Billing budgets only: the billed part, the estimated rest, and where the estimate came from.
+    billed_usd: float | None = None
+    billed_tokens: int | None = None
+    estimated_usd: float | None = None
+    billed_through: str | None = None  # ISO date of the last billed day counted
+    estimate_source: Literal["local", "cloudwatch"] | None = None
 
     @property
     def name(self) -> str:
@@ -162,10 +174,98 @@ def iso_in(epoch: float, tz: tzinfo | str) -> str:
 
 
 def resolve_source(spec: BudgetSpec, cloudwatch_enabled: bool) -> Literal["local", "cloudwatch"]:
-    """``auto`` means CloudWatch when it is enabled, else the local log."""
-    if spec.source == "auto":
+    """``auto`` means CloudWatch when it is enabled, else the local log (and so does the
+    estimate part of a ``billing`` budget)."""
+    if spec.source in ("auto", "billing"):
         return "cloudwatch" if cloudwatch_enabled else "local"
-    return spec.source
+    return "cloudwatch" if spec.source == "cloudwatch" else "local"
+
+
+@dataclass(frozen=True, slots=True)
+class BilledSpend:
+    """The bill as budgets read it: per UTC day (its start, epoch seconds), per model id (None:
+    usage types matched to no model), the billed USD and input + output tokens."""
+
+    days: Mapping[float, Mapping[str | None, tuple[float, float]]]
+    start: float  # 00:00 UTC of the first day the bill covers (with data or not)
+    through_end: float | None  # end of the last billed day counted (the last complete one)
+    through: str | None  # that day, ISO date
+
+    def between(self, spec: BudgetSpec, start: float, end: float) -> tuple[float, int]:
+        """Billed (USD, tokens) of the days inside [start, end) for the budget's models.
+        Unmatched usage counts only for budgets over every model."""
+        usd = 0.0
+        tokens = 0.0
+        for day_start, models in self.days.items():
+            if not start <= day_start < end:
+                continue
+            for model_id, (day_usd, day_tokens) in models.items():
+                if model_id is None and spec.models is not None:
+                    continue
+                if model_id is not None and not spec.applies_to(model_id):
+                    continue
+                usd += day_usd
+                tokens += day_tokens
+        return usd, round(tokens)
+
+
+def evaluate_billing(
+    spec: BudgetSpec,
+    now: float,
+    billed: BilledSpend,
+    estimate_models: Iterable[str],
+    estimate_usage: UsageFn,
+    price_book: PriceBook,
+    *,
+    tz: tzinfo | str = "UTC",
+    estimate_source: Literal["local", "cloudwatch"] = "local",
+) -> BudgetStatus:
+    """Billed spend for the period's days the bill covers (through its last complete day), plus
+    the estimate for the rest of the period up to ``now``. Forecasts use the estimate's rates."""
+    zone = as_zone(tz)
+    start, end = period_bounds(spec.period, now, zone)
+    models = [m for m in dict.fromkeys(estimate_models) if spec.applies_to(m)]
+    billed_usd, billed_tokens = 0.0, 0
+    estimate_windows = [(start, end)]
+    counted = False
+    if billed.through_end is not None:
+        # Whole UTC days of the bill inside the period: from the first day boundary at or after
+        # the later of the two starts (a period in another timezone starts inside a UTC day).
+        later = max(start, billed.start)
+        first = billed.start + math.ceil((later - billed.start) / 86400) * 86400
+        last_end = min(billed.through_end, now)
+        if last_end > first:
+            counted = True
+            billed_usd, billed_tokens = billed.between(spec, first, last_end)
+            estimate_windows = [(start, first), (last_end, max(last_end, now))]
+    est_usd, est_tokens, unpriced = 0.0, 0, 0
+    for window_start, window_end in estimate_windows:
+        if window_end > window_start:
+            usd, tokens, missing = _measure(
+                models, estimate_usage, price_book, window_start, window_end
+            )
+            est_usd, est_tokens, unpriced = est_usd + usd, est_tokens + tokens, unpriced + missing
+    status = _forecast(
+        spec,
+        now,
+        zone,
+        models,
+        estimate_usage,
+        price_book,
+        (start, end),
+        billed_usd + est_usd,
+        billed_tokens + est_tokens,
+        unpriced,
+        "billing",
+    )
+    return replace(
+        status,
+        billed_usd=billed_usd,
+        billed_tokens=billed_tokens,
+        estimated_usd=est_usd,
+        billed_through=billed.through if counted else None,
+        estimate_source=estimate_source,
+    )
 
 
 def _measure(
@@ -214,6 +314,37 @@ def evaluate(
     start, end = period_bounds(spec.period, now, zone)
     models = [model_id for model_id in dict.fromkeys(model_ids) if spec.applies_to(model_id)]
     used_usd, used_tokens, unpriced = _measure(models, usage, price_book, start, end)
+    named: UsageSource = source or ("cloudwatch" if spec.source == "cloudwatch" else "local")
+    return _forecast(
+        spec,
+        now,
+        zone,
+        models,
+        usage,
+        price_book,
+        (start, end),
+        used_usd,
+        used_tokens,
+        unpriced,
+        named,
+    )
+
+
+def _forecast(
+    spec: BudgetSpec,
+    now: float,
+    zone: tzinfo,
+    models: Sequence[str],
+    usage: UsageFn,
+    price_book: PriceBook,
+    bounds: tuple[float, float],
+    used_usd: float,
+    used_tokens: int,
+    unpriced: int,
+    source: UsageSource,
+) -> BudgetStatus:
+    """The status from the period's usage; burn rates from ``usage`` over the last hour."""
+    start, end = bounds
     usd_15m, tokens_15m, _ = _measure(models, usage, price_book, now - BURN_WINDOW_SHORT_S, now)
     usd_1h, tokens_1h, _ = _measure(models, usage, price_book, now - BURN_WINDOW_LONG_S, now)
 
@@ -235,7 +366,7 @@ def evaluate(
 
     return BudgetStatus(
         spec=spec,
-        source=source or ("local" if spec.source == "auto" else spec.source),
+        source=source,
         now=now,
         period_start=start,
         period_end=end,
@@ -264,18 +395,38 @@ def evaluate_all(
     local_usage: UsageFn,
     cloudwatch_models: Iterable[str] = (),
     cloudwatch_usage: UsageFn | None = None,
+    billed: BilledSpend | None = None,
 ) -> list[BudgetStatus]:
     """Evaluate every budget against its source: the local log, or CloudWatch when
-    ``cloudwatch_usage`` is given (CloudWatch is on) and the budget asks for it or for ``auto``.
+    ``cloudwatch_usage`` is given (CloudWatch is on) and the budget asks for it or for ``auto``,
+    or the bill (``billed``) plus that estimate since the bill's last day.
 
-    A budget whose source is ``cloudwatch`` while CloudWatch is off is left out: its usage is
-    unknown, and the log's local numbers are not a stand-in for account-wide ones.
+    A budget whose source is ``cloudwatch`` while CloudWatch is off, or ``billing`` while the
+    billing source is off, is left out: its usage is unknown, and the log's local numbers are
+    not a stand-in for account-wide ones.
     """
     zone = as_zone(tz)
     local = list(local_models)
     remote = list(cloudwatch_models)
     statuses: list[BudgetStatus] = []
     for spec in specs:
+        if spec.source == "billing":
+            if billed is None:
+                continue
+            on_cloud = cloudwatch_usage is not None
+            statuses.append(
+                evaluate_billing(
+                    spec,
+                    now,
+                    billed,
+                    remote if on_cloud else local,
+                    cloudwatch_usage if cloudwatch_usage is not None else local_usage,
+                    price_book,
+                    tz=zone,
+                    estimate_source="cloudwatch" if on_cloud else "local",
+                )
+            )
+            continue
         source = resolve_source(spec, cloudwatch_enabled=cloudwatch_usage is not None)
         if source == "cloudwatch":
             if cloudwatch_usage is None:
@@ -330,9 +481,23 @@ def budget_report(statuses: Iterable[BudgetStatus]) -> list[dict[str, Any]]:
             "burn_per_h_15m": round(status.burn_per_h_15m, 6),
             "burn_per_h_1h": round(status.burn_per_h_1h, 6),
             "warn_level": status.warn_level,
+            **_billing_fields(status),
         }
         for status in statuses
     ]
+
+
+def _billing_fields(status: BudgetStatus) -> dict[str, Any]:
+    """A billing budget's parts: billed through a day, and the labelled estimate since."""
+    if status.source != "billing":
+        return {}
+    return {
+        "billed_usd": None if status.billed_usd is None else round(status.billed_usd, 6),
+        "billed_tokens": status.billed_tokens,
+        "billed_through": status.billed_through,
+        "estimated_usd": None if status.estimated_usd is None else round(status.estimated_usd, 6),
+        "estimate_source": status.estimate_source,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from monitor.paths import default_log_path
 if TYPE_CHECKING:
     pass
 
-SUBCOMMANDS = ("run", "init-config", "config")
+SUBCOMMANDS = ("run", "init-config", "config", "prices")
 DEFAULT_SINCE = "1h"
 
 
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bedrock-top",
         description="Live token usage, latency, errors and spend of Amazon Bedrock models.",
         epilog="Sub-commands: 'bedrock-top run -- CMD ...' runs CMD with its bedrock-runtime "
-        "clients instrumented; 'bedrock-top init-config [--force]'; 'bedrock-top config show'.",
+        "clients instrumented; 'bedrock-top init-config [--force]'; 'bedrock-top config show'; "
+        "'bedrock-top prices [--json] [--billing]' lists the price in force for every model seen.",
     )
     parser.add_argument("--version", action="version", version=f"bedrock-top {__version__}")
     output = parser.add_argument_group("headless report")
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cloudwatch",
         action="store_true",
         help="poll CloudWatch even where it is off by default (--format line)",
+    )
+    sources.add_argument(
+        "--billing",
+        action="store_true",
+        help="read the month-to-date Bedrock bill from Cost Explorer (ce:GetCostAndUsage; "
+        "$0.01 per request, cached for sources.billing_refresh_h hours)",
     )
     sources.add_argument(
         "--poll-interval",
@@ -161,6 +168,11 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         status: int = run_main(rest)
         return status
+    if name == "prices":
+        from monitor.price_list import run_prices
+
+        # The report's flags (--log, --config, --billing, --json, --demo, ...) apply as they are.
+        return run_prices(parse_args(["--once", *rest]))
     if name in ("init-config", "config"):
         from monitor.config import subcommand_main
 
@@ -181,20 +193,26 @@ def run_once(args: argparse.Namespace) -> int:
     try:
         session.feed.catch_up()
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
+        # The bill first: prices learned from it also price the per-app totals below.
+        billing_state = session.billing_once(also_seen=cloudwatch)
         apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
         model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
         quotas, quotas_state = session.quotas_once(
             args, now, model_ids, cloudwatch_state.get("state")
         )
+        extra = {
+            "cloudwatch": cloudwatch_state,
+            "apps_cloudwatch": apps_state,
+            "service_quotas": quotas_state,
+        }
+        if billing_state is not None:
+            extra["billing"] = billing_state
         report = session.report(
             now,
-            sources_extra={
-                "cloudwatch": cloudwatch_state,
-                "apps_cloudwatch": apps_state,
-                "service_quotas": quotas_state,
-            },
+            sources_extra=extra,
             cloudwatch=cloudwatch,
             quotas=quotas,
+            billing_cloudwatch=session.cloudwatch_same_days(args, now),
         )
         # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
         report["apps_cloudwatch"] = apps_cloudwatch

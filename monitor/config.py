@@ -49,6 +49,8 @@ MIN_REFRESH_S = 0.1
 MAX_REFRESH_S = 60.0
 DEFAULT_THEME = "bedrock-dark"
 DEFAULT_TIMEZONE = "UTC"
+DEFAULT_BILLING_REFRESH_H = 6.0
+MIN_BILLING_REFRESH_H = 1.0
 _MAX_SECONDS = 24 * 3600.0
 
 STARTER_HEADER = (
@@ -123,6 +125,9 @@ class SourcesConfig:
     # Polls of the BedrockTop namespace (the wrapper's EMF, per app): slower, each costs money.
     app_metrics_interval_s: float = DEFAULT_APP_METRICS_INTERVAL_S
     quotas: bool = True  # Service Quotas, with the same account as CloudWatch
+    # Cost Explorer's month-to-date bill: off by default (each request costs $0.01).
+    billing: bool = False
+    billing_refresh_h: float = DEFAULT_BILLING_REFRESH_H
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class Config:
     quotas: list[QuotaOverride] = field(default_factory=list)
     # Output-token burndown per model glob, over the defaults.
     burndown: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BURNDOWN))
+    # [billing.usage_types]: a Cost Explorer usage type (or glob) -> the model id it bills.
+    billing_usage_types: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the file read, if any
     path_origin: Origin = field(default_factory=lambda: Origin("default"))
     warnings: list[str] = field(default_factory=list)
@@ -504,6 +511,10 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "sources.app_metrics_interval_s": lambda c, v, p: c.number(
         v, p, minimum=MIN_APP_METRICS_INTERVAL_S, maximum=_MAX_SECONDS, unit=" (seconds)"
     ),
+    "sources.billing": lambda c, v, p: c.boolean(v, p),
+    "sources.billing_refresh_h": lambda c, v, p: c.number(
+        v, p, minimum=MIN_BILLING_REFRESH_H, maximum=31 * 24, unit=" (hours)"
+    ),
     "ui.refresh_s": lambda c, v, p: c.number(
         v, p, minimum=MIN_REFRESH_S, maximum=MAX_REFRESH_S, unit=" (seconds)"
     ),
@@ -521,6 +532,8 @@ _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.endpoint_url": None,
     "sources.interval_s": DEFAULT_INTERVAL_S,
     "sources.app_metrics_interval_s": DEFAULT_APP_METRICS_INTERVAL_S,
+    "sources.billing": False,
+    "sources.billing_refresh_h": DEFAULT_BILLING_REFRESH_H,
     "ui.refresh_s": DEFAULT_REFRESH_S,
     "ui.theme": DEFAULT_THEME,
     "tokenizer": None,
@@ -542,6 +555,7 @@ _TOP_LEVEL = (
     "models",
     "quotas",
     "burndown",
+    "billing",
 )
 # Flags the CLI may pass in ``cli_overrides`` (key path -> the flag, named in messages and in
 # ``config show``).
@@ -554,6 +568,7 @@ CLI_FLAGS: Mapping[str, str] = MappingProxyType(
         "sources.profile": "--profile",
         "sources.endpoint_url": "--endpoint-url",
         "sources.interval_s": "--poll-interval",
+        "sources.billing": "--billing",
         "ui.refresh_s": "--interval",
         "ui.theme": "--theme",
     }
@@ -571,6 +586,7 @@ class _Document:
     budgets: list[BudgetSpec] = field(default_factory=list)
     quotas: list[QuotaOverride] = field(default_factory=list)
     burndown: dict[str, float] = field(default_factory=dict)
+    billing_usage_types: dict[str, str] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
 
 
@@ -626,6 +642,19 @@ def _validate_document(data: Mapping[str, Any], checker: _Checker, base_dir: Pat
             doc.profile_multipliers[prefix] = checker.number(
                 multiplier, ("profile_multipliers", prefix), minimum=0, exclusive_minimum=True
             )
+    if "billing" in data:
+        billing = checker.table(data["billing"], ("billing",))
+        checker.warn_unknown(billing, ("usage_types",), ("billing",))
+        if "usage_types" in billing:
+            table = checker.table(billing["usage_types"], ("billing", "usage_types"))
+            for usage_type, model_id in table.items():
+                parts = ("billing", "usage_types", usage_type)
+                problem = glob_problem(usage_type)
+                if problem:
+                    raise checker.fail(parts, f"a usage type or glob as the key, without {problem}")
+                doc.billing_usage_types[usage_type] = checker.string(
+                    model_id, parts, "the model id this usage type bills"
+                )
     if "budgets" in data:
         budgets = data["budgets"]
         if not isinstance(budgets, list):
@@ -807,6 +836,9 @@ def load_config(
         )
     for index, _spec in enumerate(doc.budgets):
         provenance[key_path("budgets", index)] = from_file("budgets", index)
+    for usage_type in doc.billing_usage_types:
+        name = key_path("billing", "usage_types", usage_type)
+        provenance[name] = from_file("billing", "usage_types", usage_type)
 
     sources = SourcesConfig(
         logs=cast(list[str], values["sources.logs"]),
@@ -817,6 +849,8 @@ def load_config(
         interval_s=cast(float, values["sources.interval_s"]),
         app_metrics_interval_s=cast(float, values["sources.app_metrics_interval_s"]),
         quotas=cast(bool, values["sources.quotas"]),
+        billing=cast(bool, values["sources.billing"]),
+        billing_refresh_h=cast(float, values["sources.billing_refresh_h"]),
     )
     for quota in doc.quotas:
         provenance[key_path("quotas", quota.pattern)] = from_file("quotas", quota.pattern)
@@ -837,6 +871,7 @@ def load_config(
         models=cast(list[str], values["models"]),
         quotas=doc.quotas,
         burndown={**DEFAULT_BURNDOWN, **doc.burndown},
+        billing_usage_types=doc.billing_usage_types,
         path=loaded_from,
         path_origin=path_origin,
         warnings=warnings,
@@ -942,6 +977,8 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
         "endpoint_url",
         "interval_s",
         "app_metrics_interval_s",
+        "billing",
+        "billing_refresh_h",
     ):
         rows.append(
             (f"sources.{name}", getattr(config.sources, name), prov.get(f"sources.{name}", default))
@@ -968,6 +1005,9 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
     for pattern, factor in sorted(config.burndown.items()):
         name = key_path("burndown", pattern)
         rows.append((name, factor, prov.get(name, default)))
+    for usage_type, model_id in sorted(config.billing_usage_types.items()):
+        name = key_path("billing", "usage_types", usage_type)
+        rows.append((name, model_id, prov[name]))
     return rows
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from monitor.budgets import BudgetStatus as BudgetFigures
 from monitor.budgets import ThresholdEvent, ThresholdTracker, run_on_threshold
@@ -119,6 +120,10 @@ def _shown(figures: BudgetFigures) -> BudgetStatus:
     spec = figures.spec
     if spec.unit == "usd":
         used_text, limit_text = format_usd(figures.used_usd), format_usd(spec.limit)
+        if figures.source == "billing" and figures.billed_usd is not None:
+            # Labelled: the billed part and the estimate since the bill's last complete day.
+            estimated = format_usd(figures.estimated_usd or 0.0)
+            used_text += f" (billed {format_usd(figures.billed_usd)} + est. {estimated})"
     else:
         used_text = f"{format_count(figures.used_tokens)} tok"
         limit_text = f"{format_count(spec.limit)} tok"
@@ -252,21 +257,22 @@ def live_extras(
     cloudwatch: CloudWatchSource | None,
     apps_cloudwatch: AppMetricsSource | None = None,
     quotas: ServiceQuotasSource | None = None,
+    billing: Any = None,
 ) -> ScreenExtras:
     """The screen's optional inputs for this session. Quotas are shown when Service Quotas is
-    read or the configuration sets limits by hand."""
+    read or the configuration sets limits by hand; ``billing`` is a LiveBilling, when on."""
     from monitor.live_quotas import LiveQuotas
 
-    book = session.price_book
-
     def cost(model_id: str, tally: Tally) -> float | None:
-        return book.cost_usd(model_id, tally)
+        # Read at each call: prices learned from a new bill replace the session's book.
+        return session.price_book.cost_usd(model_id, tally)
 
     return ScreenExtras(
         cost=cost,
         budgets=LiveBudgets(session) if session.config.budgets else None,
         cloudwatch=None if cloudwatch is None else LiveCloudWatch(cloudwatch),
         quotas=LiveQuotas(session, quotas) if quotas is not None or session.config.quotas else None,
+        billing=billing,
         notices=list(session.config.warnings),
         apps_cloudwatch=None if apps_cloudwatch is None else LiveAppMetrics(apps_cloudwatch),
     )

@@ -9,6 +9,7 @@ matches nothing: a wrong match would put one model's quota or bill on another.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -18,6 +19,8 @@ _RUNS: Final = re.compile(r"[A-Za-z]+|[0-9]+")
 _CAMEL: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 
+# Every match splits every candidate id again: the few ids and names seen are kept split.
+@functools.lru_cache(maxsize=8192)
 def name_words(text: str) -> frozenset[str]:
     """The lower-case words and numbers of a name or an id.
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 APP_NAME = "bedrock-top"
 LOG_ENV = "BEDROCK_TOP_LOG"
 CONFIG_ENV = "BEDROCK_TOP_CONFIG"
+CACHE_ENV = "BEDROCK_TOP_CACHE_DIR"
 
 
 def default_log_path() -> Path:
@@ -32,3 +33,12 @@ def default_config_path() -> Path:
 def user_themes_dir() -> Path:
     """Where users drop their own theme files."""
     return Path(user_config_dir(APP_NAME)) / "themes"
+
+
+def user_cache_path() -> Path:
+    """Where fetched data is cached (the bill): ``$BEDROCK_TOP_CACHE_DIR`` if set, else the
+    per-user cache directory (``~/.cache/bedrock-top`` on Linux)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(user_cache_dir(APP_NAME))

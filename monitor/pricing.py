@@ -15,6 +15,10 @@ Resolution of a model id, as Bedrock received it (see ``docs/pricing.md``):
 Among the keys that match, the most specific wins: an exact id beats any glob, a glob with more
 literal characters beats one with fewer, and at equal specificity a configured price beats a
 built-in one.
+
+Prices learned from the bill (``learned``, per model id) are used only where neither the
+configuration nor the built-in table has a price for the model, by the same two steps: configured
+> built-in > learned > unpriced.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ _ARN: Final = re.compile(
 )
 _PREFIX_SHAPE: Final = re.compile(r"^[a-z][a-z0-9-]*\.$")
 
-PriceOrigin = Literal["built-in", "config"]
+PriceOrigin = Literal["built-in", "config", "learned"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class ResolvedPrice:
     output_per_mtok: float
     cache_read_per_mtok: float | None
     cache_write_per_mtok: float | None
+    as_of: str | None = None  # the date of a learned price (the bill's last day)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +187,9 @@ class PriceBook:
         profile_multipliers: Mapping[str, float] | None = None,
         *,
         built_in: Mapping[str, Price] = BUILT_IN_PRICES,
+        learned: Mapping[str, tuple[Price, str]] | None = None,
     ) -> None:
+        """``learned``: model id -> (price, as-of date), from the bill."""
         table: dict[str, tuple[Price, PriceOrigin]] = {
             key: (price, "built-in") for key, price in built_in.items()
         }
@@ -201,7 +208,23 @@ class PriceBook:
         self._prefixes: tuple[str, ...] = tuple(
             dict.fromkeys((*PROFILE_PREFIXES, *self._multipliers))
         )
+        self._learned: dict[str, tuple[Price, str]] = dict(learned or {})
         self._cache: dict[str, ResolvedPrice | None] = {}
+
+    @property
+    def learned(self) -> Mapping[str, tuple[Price, str]]:
+        return self._learned
+
+    def with_learned(self, learned: Mapping[str, tuple[Price, str]]) -> PriceBook:
+        """The same book with these learned prices (replacing any learned before)."""
+        book = PriceBook.__new__(PriceBook)
+        book._entries = self._entries
+        book._exact = self._exact
+        book._multipliers = self._multipliers
+        book._prefixes = self._prefixes
+        book._learned = dict(learned)
+        book._cache = {}
+        return book
 
     def _match(self, model_id: str) -> tuple[str, Price, PriceOrigin] | None:
         exact = self._exact.get(model_id)
@@ -224,11 +247,29 @@ class PriceBook:
             if base != model_id:
                 found = self._match(base)
                 multiplier = self._multipliers.get(prefix, 1.0)
-        resolved = None if found is None else _resolve(model_id, base, found, multiplier)
+        as_of = None
+        if found is None and self._learned:
+            found, as_of, base, multiplier = self._match_learned(model_id)
+        resolved = None if found is None else _resolve(model_id, base, found, multiplier, as_of)
         # Bounded: one entry per distinct model id, and model ids are few.
         if len(self._cache) < 10_000:
             self._cache[model_id] = resolved
         return resolved
+
+    def _match_learned(
+        self, model_id: str
+    ) -> tuple[tuple[str, Price, PriceOrigin] | None, str | None, str, float]:
+        """A learned price for the id as given, else for its base model (times the prefix's
+        multiplier): ``(match, as_of, base, multiplier)``."""
+        learned = self._learned.get(model_id)
+        if learned is not None:
+            return (model_id, learned[0], "learned"), learned[1], model_id, 1.0
+        prefix, base = split_model_id(model_id, self._prefixes)
+        learned = self._learned.get(base) if base != model_id else None
+        if learned is None:
+            return None, None, model_id, 1.0
+        multiplier = self._multipliers.get(prefix, 1.0)
+        return (base, learned[0], "learned"), learned[1], base, multiplier
 
     def cost_usd(self, model_id: str, tally: Tally) -> float | None:
         """USD for ``tally`` of ``model_id``; ``None`` when the model, or a kind of token the
@@ -269,7 +310,11 @@ class PriceBook:
 
 
 def _resolve(
-    model_id: str, base: str, found: tuple[str, Price, PriceOrigin], multiplier: float
+    model_id: str,
+    base: str,
+    found: tuple[str, Price, PriceOrigin],
+    multiplier: float,
+    as_of: str | None = None,
 ) -> ResolvedPrice:
     key, price, origin = found
     cache_read = price.cache_read_per_mtok
@@ -289,4 +334,5 @@ def _resolve(
         output_per_mtok=price.output_per_mtok * multiplier,
         cache_read_per_mtok=None if cache_read is None else cache_read * multiplier,
         cache_write_per_mtok=None if cache_write is None else cache_write * multiplier,
+        as_of=as_of,
     )

@@ -210,6 +210,7 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
     ]
     if quota_lines:
         lines += ["", *quota_lines]
+    lines += _billing_lines(report.get("billing"))
     # The terminal boundary: each line was built as one line, so a break or an escape sequence
     # inside a model id, a path or a message is shown, never obeyed.
     return "\n".join(printable(line) for line in lines) + "\n"
@@ -231,6 +232,28 @@ def _quota_text(measure: str, quota: Mapping[str, Any]) -> str:
     )
 
 
+def _billing_lines(billing: dict[str, Any] | None) -> list[str]:
+    """The bill and the estimates for the same days (never added together)."""
+    if not billing:
+        return []
+    estimates = billing.get("estimates") or {}
+    parts = []
+    for name, label in (("local", "local"), ("cloudwatch", "CloudWatch")):
+        found = estimates.get(name)
+        if found is not None:
+            parts.append(f"{label} est. {format_usd(found['usd'])}")
+    lines = [
+        "",
+        f"billed month to date {format_usd(billing['month_to_date_usd'])} through "
+        f"{billing['through'] or '-'} (Cost Explorer)"
+        + (f"; same days: {', '.join(parts)}" if parts else ""),
+    ]
+    for model_id, usd in billing["by_model"].items():
+        if usd:
+            lines.append(f"  {short_model_id(model_id, 60):<60} {format_usd(usd):>10}")
+    return lines
+
+
 def _source_summary(name: str, state: dict[str, Any]) -> str:
     if state.get("kind") == "log":
         files = ", ".join(state.get("files") or []) or ", ".join(state.get("patterns") or [])
@@ -242,6 +265,14 @@ def _source_summary(name: str, state: dict[str, Any]) -> str:
             text += f", waiting for {', '.join(state['waiting_for'])}"
         for path, error in (state.get("errors") or {}).items():
             text += f"; error reading {path}: {error}"
+        return text
+    if name == "billing":
+        text = f"Cost Explorer — {state.get('state')}"
+        if state.get("message"):
+            text += f": {state['message']}"
+        age = state.get("cache_age_s")
+        if age is not None:
+            text += f" (bill {age / 3600:.1f} h old, {state.get('requests', 0)} requests now)"
         return text
     if name == "cloudwatch":
         text = f"{state.get('region') or 'no region'} — {state.get('state')}"

@@ -7,10 +7,10 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.app_metrics_store import AppTotals
 from monitor.budgets import BudgetStatus, budget_report, evaluate_all, period_bounds
@@ -38,6 +38,10 @@ from monitor.report import ReportInput, build_report
 from monitor.sources.demo import HISTORY_S, DemoWorkload, DemoWriter
 from monitor.store import Tally
 
+if TYPE_CHECKING:
+    from monitor.billing import BillingData, BillingSummary, LearnedPrice
+    from monitor.sources.billing import BillingSource
+
 LIVE_DEMO_HISTORY_RECORDS = 6000
 
 
@@ -57,6 +61,7 @@ def load_effective_config(args: argparse.Namespace) -> Config:
         "sources.profile": getattr(args, "profile", None),
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
         "sources.interval_s": getattr(args, "poll_interval", None),
+        "sources.billing": True if getattr(args, "billing", False) else None,
         "ui.refresh_s": getattr(args, "interval", None),
         "ui.theme": getattr(args, "theme", None),
     }
@@ -82,6 +87,11 @@ class Session:
     # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
     cloudwatch_store: CloudWatchStore | None = None
     args: argparse.Namespace | None = None
+    # Set when the billing source is on (--billing or sources.billing): the bill, read as models.
+    billing: BillingSource | None = None
+    billing_summary: BillingSummary | None = None
+    learned_prices: dict[str, LearnedPrice] = field(default_factory=dict)
+    _also_seen: list[str] = field(default_factory=list, repr=False)
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     # The last quota match and what it was made from: matching hundreds of quota names is
     # redone only when the quotas, the models or the configuration change.
@@ -155,6 +165,7 @@ class Session:
                 if cloud is None
                 else cloudwatch_usage(cloud, self.budget_period_starts(now), now)
             ),
+            billed=self.billed_spend(now),
         )
 
     def report(
@@ -163,9 +174,11 @@ class Session:
         sources_extra: dict[str, dict[str, Any]] | None = None,
         cloudwatch: dict[str, dict[str, Any]] | None = None,
         quotas: Mapping[str, ModelQuotas] | None = None,
+        billing_cloudwatch: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """``cloudwatch``: model id -> its account-wide object (see cloudwatch_report); shown
-        beside ``local``, never added to it."""
+        beside ``local``, never added to it. ``billing_cloudwatch``: the same over the bill's
+        days, for the estimate beside the bill."""
         store = self.feed.store
         summary = self.price_book.summarize(
             (model_id, store.since_tally(model_id)) for model_id in store.model_ids()
@@ -187,6 +200,8 @@ class Session:
         )
         report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
         report["totals"]["local"]["unpriced_models"] = list(summary.unpriced_models)
+        if self.billing is not None:
+            report["billing"] = self.billing_report(billing_cloudwatch)
         return report
 
     def aws_time_left(self) -> float:
@@ -292,6 +307,139 @@ class Session:
         )
         return self.quota_statuses(now, quotas, model_ids), health.as_report()
 
+    # -- the bill ---------------------------------------------------------------------------
+
+    def billing_model_ids(self) -> list[str]:
+        """The model ids the bill's usage types may name: the log's, CloudWatch's, the
+        configuration's."""
+        cloud = self.cloudwatch_store
+        ids = [*self.feed.store.model_ids(), *self.config.models, *self._also_seen]
+        if cloud is not None:
+            ids += cloud.model_ids()
+        return list(dict.fromkeys(ids))
+
+    def apply_billing(self, data: BillingData | None) -> None:
+        """Read the bill as models and learn its prices (used where no other price exists)."""
+        from monitor.reconcile import learned_for_book, read_bill
+
+        if data is None:
+            return
+        summary, learned = read_bill(
+            data, self.billing_model_ids(), self.config.billing_usage_types
+        )
+        self.billing_summary = summary
+        self.learned_prices = learned
+        self.price_book = self.price_book.with_learned(learned_for_book(learned))
+
+    def billed_spend(self, now: float) -> Any:
+        if self.billing_summary is None:
+            return None
+        from monitor.reconcile import billed_spend
+
+        return billed_spend(self.billing_summary, now)
+
+    def open_billing(self, *, clock: Callable[[], float] | None = None) -> BillingSource | None:
+        """The billing source, when it is on (it is off by default: each request is billed)."""
+        if not self.config.sources.billing:
+            return None
+        from monitor.sources.aws import AwsTarget
+        from monitor.sources.billing import BillingSource
+
+        sources = self.config.sources
+        self.billing = BillingSource(
+            target=AwsTarget(None, sources.profile, sources.endpoint_url),
+            refresh_h=sources.billing_refresh_h,
+            clock=clock or self.clock,
+        )
+        return self.billing
+
+    def billing_once(self, also_seen: Iterable[str] = ()) -> dict[str, Any] | None:
+        """For ``--once``: the bill (cached, or fetched when the cache is stale), applied;
+        returns the source's state for ``sources.billing``. ``also_seen``: model ids seen
+        elsewhere (CloudWatch's), which usage types may name too."""
+        source = self.open_billing()
+        if source is None:
+            return None
+        from monitor.sources.billing import billing_once
+
+        self._also_seen = list(also_seen)
+        self.apply_billing(billing_once(source, self.aws_time_left()))
+        return self.billing_source_state()
+
+    def cloudwatch_same_days(
+        self, args: argparse.Namespace, now: float
+    ) -> dict[str, dict[str, Any]] | None:
+        """CloudWatch over the bill's days, for its estimate beside the bill (``--once`` with
+        CloudWatch on: one more GetMetricData call). None when either source is off."""
+        span = self.billing_window()
+        enabled, _ = cloudwatch_wanted(args, self.config)
+        if span is None or not enabled:
+            return None
+        from monitor.sources.cloudwatch import cloudwatch_report
+
+        sources = self.config.sources
+        start, end = span
+        objects, state = cloudwatch_report(
+            sources.region,
+            sources.profile,
+            sources.endpoint_url,
+            start,
+            min(end, now),
+            models_from_config=self.config.models,
+        )
+        return objects if state.get("state") == "ok" else None
+
+    def billing_source_state(self) -> dict[str, Any] | None:
+        source = self.billing
+        if source is None:
+            return None
+        return {
+            **source.health().as_report(),
+            "requests": source.requests,
+            "cache": str(source.cache_path),
+            "cache_age_s": _rounded(source.cache_age_s()),
+            "refresh_h": source.refresh_h,
+            "refresh_cost_per_day_usd": round(source.cost_per_day_usd(), 4),
+            "notices": list(source.notices),
+        }
+
+    def billing_window(self) -> tuple[float, float] | None:
+        """``[start, end)`` of the days the bill covers (for the estimates beside it)."""
+        if self.billing_summary is None:
+            return None
+        from monitor.reconcile import window
+
+        return window(self.billing_summary)
+
+    def billing_report(self, cloudwatch_same_days: dict[str, dict[str, Any]] | None) -> Any:
+        """The report's ``billing`` object (None when the bill could not be read)."""
+        summary = self.billing_summary
+        if summary is None or self.billing is None:
+            return None
+        from monitor.reconcile import billing_report, cloudwatch_tally, estimate
+
+        span = self.billing_window()
+        local = None
+        if span is not None:
+            store = self.feed.store
+            local = estimate(
+                ((m, store.tally_between(m, *span)) for m in store.model_ids()), self.price_book
+            )
+        cloud = None
+        if cloudwatch_same_days is not None:
+            cloud = estimate(
+                ((m, cloudwatch_tally(obj)) for m, obj in cloudwatch_same_days.items()),
+                self.price_book,
+            )
+        return billing_report(
+            summary,
+            self.learned_prices,
+            local=local,
+            cloudwatch=cloud,
+            cache_age_s=self.billing.cache_age_s(),
+            cost_per_day_usd=self.billing.cost_per_day_usd(),
+        )
+
     def reload_config(self) -> None:
         """Read the configuration file again (after the screen saved a change to it): the file
         that was read, with the same flags on top. Raises SessionError."""
@@ -302,6 +450,8 @@ class Session:
             args.config = self.config.path
         self.config = load_effective_config(args)
         self.price_book = PriceBook(self.config.pricing, self.config.profile_multipliers)
+        if self.billing is not None:
+            self.apply_billing(self.billing.data)
 
     def close(self) -> None:
         if self.demo is not None:
@@ -310,6 +460,10 @@ class Session:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def cloudwatch_usage(
@@ -389,6 +543,9 @@ def earliest_needed(config: Config, since: float, now: float) -> float:
     start = min(since, now - DAY_S)
     for spec in config.budgets:
         start = min(start, period_bounds(spec.period, now, config.timezone)[0])
+    if config.sources.billing:
+        # The estimates beside the bill cover the bill's days: the UTC month so far.
+        start = min(start, period_bounds("month", now, "UTC")[0])
     return start
 
 

@@ -115,3 +115,68 @@ def test_a_quota_for_an_unseen_model_does_not_take_its_neighbour() -> None:
     assert match_names(names, seen) == {"Anthropic Claude 3.5 Haiku": seen[0]}
     # Alone, the one-way matcher would have taken it: the reason for the check both ways.
     assert match_model("Anthropic Claude 3 Haiku", seen) == seen[0]
+
+
+# -- Cost Explorer usage types: region code and token kind are parsed by monitor.billing, the
+# model part goes through the same matcher as quota names.
+
+USAGE_TYPE_IDS = [
+    *IDS,
+    "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "openai.gpt-oss-120b-1:0",
+    "amazon.nova-micro-v1:0",
+]
+
+
+@pytest.mark.parametrize(
+    ("usage_type", "region", "kind", "expected"),
+    [
+        ("USE1-Claude3Haiku-input-tokens", "USE1", "input", IDS[0]),
+        ("USW2-Claude3.5Haiku-output-tokens", "USW2", "output", IDS[1]),
+        ("EUC1-Claude4.5Haiku-cache-read-input-token-count", "EUC1", "cache_read", IDS[2]),
+        ("APN1-Claude4.5Sonnet-cache-write-input-token-count", "APN1", "cache_write", IDS[3]),
+        ("USE1-ClaudeSonnet4-input-tokens", "USE1", "input", IDS[4]),
+        ("USE1-Claude4.6Sonnet-input-tokens", "USE1", "input", None),  # no such id seen
+        ("USE2-NovaLite-input-tokens", "USE2", "input", "amazon.nova-lite-v1:0"),
+        ("CAN1-NovaMicro-output-tokens", "CAN1", "output", "amazon.nova-micro-v1:0"),
+        ("USE1-Llama3.1-70B-Instruct-output-tokens", "USE1", "output", IDS[7]),
+        ("USE1-gpt-oss-120b-mantle-input-tokens-standard", "USE1", "input", USAGE_TYPE_IDS[-2]),
+        ("USE1-gpt-oss-120b-mantle-output-tokens-standard", "USE1", "output", USAGE_TYPE_IDS[-2]),
+        ("Claude3Haiku-input-tokens", None, "input", IDS[0]),  # no region code
+        ("USE1-MistralLarge-input-tokens", "USE1", "input", None),
+        ("USE1-Nova-input-tokens", "USE1", "input", None),  # Lite, Micro and Pro tie
+        ("USE1-ProvisionedThroughput-ModelUnits", "USE1", "other", None),
+        ("USE1-KnowledgeBase-Retrieval-Requests", "USE1", "other", None),
+    ],
+)
+def test_usage_types_split_into_region_kind_and_model(
+    usage_type: str, region: str | None, kind: str, expected: str | None
+) -> None:
+    from monitor.billing import UsageTypeMap, parse_usage_type
+
+    parsed = parse_usage_type(usage_type)
+    assert (parsed.region_code, parsed.kind) == (region, kind)
+    assert UsageTypeMap(USAGE_TYPE_IDS).model_for(parsed) == expected
+
+
+def test_mantle_usage_types_are_marked_and_keep_their_tier() -> None:
+    from monitor.billing import parse_usage_type
+
+    parsed = parse_usage_type("USE1-gpt-oss-120b-mantle-input-tokens-standard")
+    assert parsed.mantle and parsed.model_part == "gpt-oss-120b" and parsed.variant == "standard"
+    assert not parse_usage_type("USE1-Claude3Haiku-input-tokens").mantle
+
+
+def test_configured_usage_types_win_over_the_matcher() -> None:
+    from monitor.billing import UsageTypeMap, parse_usage_type
+
+    mapping = UsageTypeMap(
+        USAGE_TYPE_IDS,
+        {"USE1-Nova-input-tokens": "amazon.nova-pro-v1:0", "USE1-Claude3Haiku-*": "my.haiku"},
+    )
+    assert mapping.model_for(parse_usage_type("USE1-Nova-input-tokens")) == "amazon.nova-pro-v1:0"
+    assert mapping.model_for(parse_usage_type("USE1-Claude3Haiku-output-tokens")) == "my.haiku"
+    # Anything else still goes through the matcher.
+    assert mapping.model_for(parse_usage_type("USE2-NovaLite-input-tokens")) == (
+        "amazon.nova-lite-v1:0"
+    )

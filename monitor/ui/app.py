@@ -153,6 +153,8 @@ class BedrockTopApp(App[int]):
             self.run_worker(
                 self.extras.apps_cloudwatch.start(), name="apps-cloudwatch", group="sources"
             )
+        if self.extras.billing is not None:
+            self.run_worker(self.extras.billing.start(), name="billing", group="sources")
         if self._watch_terminal and loop is not None:
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -206,6 +208,9 @@ class BedrockTopApp(App[int]):
         if self.extras.apps_cloudwatch is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.extras.apps_cloudwatch.stop(), timeout=2)
+        if self.extras.billing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.extras.billing.stop(), timeout=2)
 
     # -- time and data ------------------------------------------------------------------------
     def now(self) -> float:
@@ -214,9 +219,12 @@ class BedrockTopApp(App[int]):
     def extras_version(self) -> int:
         cloudwatch = self.extras.cloudwatch
         apps = self.extras.apps_cloudwatch
-        # Two counters that only grow: their sum changes whenever either does.
-        return (0 if cloudwatch is None else cloudwatch.version) + (
-            0 if apps is None else apps.version
+        billing = self.extras.billing
+        # Counters that only grow: their sum changes whenever any does.
+        return (
+            (0 if cloudwatch is None else cloudwatch.version)
+            + (0 if apps is None else apps.version)
+            + (0 if billing is None else billing.version)
         )
 
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
@@ -524,9 +532,15 @@ def run_app(args: argparse.Namespace) -> int:
             quota_source = ServiceQuotasSource(
                 config.sources.region, config.sources.profile, config.sources.endpoint_url
             )
+        billing = None
+        billing_source = session.open_billing()
+        if billing_source is not None:
+            from monitor.live_billing import LiveBilling
+
+            billing = LiveBilling(session, billing_source, cloudwatch_on=source is not None)
         app = BedrockTopApp(
             session.feed,
-            extras=live_extras(session, source, apps_source, quota_source),
+            extras=live_extras(session, source, apps_source, quota_source, billing),
             interval=args.interval or config.ui.refresh_s,
             # --theme, else the configuration's, else $TEXTUAL_THEME, else the default.
             theme=args.theme

@@ -182,6 +182,58 @@ class QuotaView(Protocol):
     def reservation_hint(self, model_id: str) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class BillingState:
+    """The billing source as the header shows it."""
+
+    state: str  # ok, starting, access-denied, no-credentials, stale, ...
+    message: str = ""
+    cache_age_s: float | None = None  # age of the bill shown (None: no bill yet)
+    cost_per_day_usd: float = 0.0  # what refreshing it costs a day
+
+
+@dataclass(frozen=True, slots=True)
+class BillingLine:
+    """One model (or the unmatched usage types) in the billing panel: billed beside estimated
+    for the same days. An estimate of None is unpriced or not available."""
+
+    name: str  # a model id, or "unmatched"
+    billed_usd: float
+    local_usd: float | None = None
+    cloudwatch_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BillingPanelData:
+    """The bill beside the estimates for the same days (never added to them)."""
+
+    month_to_date_usd: float
+    through: str | None  # ISO date of the last day with data
+    first_day: str
+    lines: Sequence[BillingLine]
+    local_usd: float | None  # the log's estimate for the same days (this host)
+    cloudwatch_usd: float | None  # CloudWatch's (account and region), None: not available
+    unmatched_usage_types: int = 0
+    estimated: bool = False  # Cost Explorer still marks some of these days as estimated
+    learned_models: int = 0  # models priced from the bill
+
+
+class BillingView(Protocol):
+    """The month-to-date bill. ``version`` changes whenever anything shown changes; ``start`` and
+    ``stop`` run the (rare) refresh in the app's event loop."""
+
+    @property
+    def version(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def billing_state(self) -> BillingState: ...
+
+    def billing_panel(self, now: float) -> BillingPanelData | None: ...
+
+
 @dataclass
 class ScreenExtras:
     """Optional inputs of the live screen; each absent part hides its columns and panels."""
@@ -190,6 +242,7 @@ class ScreenExtras:
     budgets: BudgetView | None = None
     cloudwatch: CloudWatchView | None = None
     quotas: QuotaView | None = None
+    billing: BillingView | None = None
     notices: list[str] = field(default_factory=list)  # shown once at start (e.g. config warnings)
     apps_cloudwatch: AppMetricsView | None = None  # per-app rates from the BedrockTop namespace
 

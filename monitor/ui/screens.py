@@ -106,6 +106,10 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         text.append(" · quotas ")
         quiet = quota_state in ("ok", "starting")
         text.append(printable(quota_state), style="" if quiet else "bold")
+    if app.extras.billing is not None:
+        from monitor.ui.billing_panel import billing_header
+
+        billing_header(app.extras.billing.billing_state(), text)
     return text
 
 
@@ -132,6 +136,8 @@ class OverviewScreen(Screen[None]):
         yield TextPanel(id="totals")
         if self.bt.extras.apps_cloudwatch is not None:
             yield AppsPanel(id="apps")
+        if self.bt.extras.billing is not None:
+            yield TextPanel(id="billing")
         yield ModelTable(columns_for(self.bt.extras), id="models")
         # No blinking cursor: nothing on screen moves unless the data does.
         field = Input(placeholder="filter models (enter: keep, esc: clear)", id="filter")
@@ -200,6 +206,15 @@ class OverviewScreen(Screen[None]):
             if app.extras.apps_cloudwatch is not None:
                 panel = self.query_one("#apps", AppsPanel)
                 panel.update_from(app.extras.apps_cloudwatch, self.size.width)
+            if app.extras.billing is not None:
+                from monitor.ui.billing_panel import billing_text
+
+                billing = app.extras.billing
+                self.query_one("#billing", TextPanel).show(
+                    billing_text(
+                        billing.billing_panel(now), billing.billing_state(), self.size.width
+                    )
+                )
             table = self.table
             table.empty_text = (
                 f"no model matches '{self.filter_text}'"
