@@ -11,6 +11,7 @@ import queue
 import time
 from collections.abc import Callable, Iterable
 
+from monitor.groups import GroupIndex
 from monitor.records import UsageRecord
 from monitor.sources.logtail import LogTailer
 from monitor.store import Store
@@ -33,6 +34,9 @@ class LocalFeed:
         (budget periods, the 24-hour charts) and decides where the tailer enters each file."""
         self.clock = clock
         self.store = Store(since=since)
+        # Per app and per caller, beside the per-model store (the report's apps and callers,
+        # the grouped overview).
+        self.groups = GroupIndex(since=since)
         self._queue: queue.SimpleQueue[list[UsageRecord]] = queue.SimpleQueue()
         entry = start_epoch if start_epoch is not None else since
         if since is not None and entry is not None:
@@ -47,7 +51,9 @@ class LocalFeed:
 
     def _on_records(self, batch: list[UsageRecord]) -> None:
         if self._direct:  # the catch-up: models are noted once it is over, not per record
-            self.store.ingest(batch, self.clock())
+            now = self.clock()
+            self.store.ingest(batch, now)
+            self.groups.ingest(batch, now)
             return
         seen = self._models_seen
         for record in batch:
@@ -91,6 +97,7 @@ class LocalFeed:
             except queue.Empty:
                 break
             ingested += self.store.ingest(batch, now)
+            self.groups.ingest(batch, now)
         self.store.prune(now)
         return ingested
 
