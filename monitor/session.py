@@ -179,7 +179,7 @@ class Session:
         extra = dict(sources_extra or {})
         if fleet is not None:
             extra["fleet"] = fleet.snapshot()
-            if fleet.enabled:
+            if fleet.enabled and fleet.log_groups:  # off, or no group to read: no numbers
                 fleet_store = fleet.store
                 fleet_cost = {
                     m: book.cost_usd(m, fleet_store.since_tally(m)) for m in fleet_store.model_ids()
