@@ -299,6 +299,7 @@ class Session:
             disabled_message=reason,
         )
         return self.quota_statuses(now, quotas, model_ids), health.as_report()
+
     def fleet_once(self, args: argparse.Namespace, now: float) -> FleetSource:
         """The fleet source over ``--since`` for the report (its state says when it is off)."""
         from monitor.sources.fleet import fleet_report
@@ -400,6 +401,8 @@ def quotas_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
     if not enabled:
         return False, f"off with CloudWatch: {reason}"
     return True, ""
+
+
 def fleet_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
     """The fleet source (CloudWatch Logs) is on where CloudWatch is, or wherever a log group is
     named; off with --no-fleet (or ``sources.fleet = false``). Returns (on, why not)."""

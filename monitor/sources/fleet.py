@@ -302,6 +302,11 @@ class FleetSource:
             self._tail_open_since = None
 
     @property
+    def live_tail_note(self) -> str:
+        """What Live Tail last did (on, sampled, ended, dropped), for the header."""
+        return self._tail_note
+
+    @property
     def tail_open(self) -> bool:
         return self._tail_open_since is not None
 
