@@ -1,10 +1,12 @@
 """Usage grouped by a key of the record (app, caller, and later region or account): pure, no I/O.
 
-The per-model :class:`~monitor.store.Store` stays as it is; a :class:`GroupIndex` beside it keeps,
-for each grouping dimension, what the grouped overview and the report's ``apps`` / ``callers``
-lists show: totals since the report window's start with their split by model, per-second counts
-for the rate window, per-minute latency sketches and per-minute per-model counts for the last
-hour (spend). The dimension is a value (a name in :data:`DIMENSIONS`), so a new grouping is one
+The per-model :class:`~monitor.store.Store` stays as it is; a :class:`GroupIndex` beside it keeps
+what the grouped overview and the report's ``apps`` / ``callers`` lists show: counts since the
+report window's start, per second for the rate window, per minute for the last hour (spend, the
+latency trend). Each count is kept once, under the record's names in every dimension together
+(``(app, caller)``) and its model, so that the ingest cost per record does not grow with the
+number of dimensions; a dimension's groups are summed from those cells when a view asks, once per
+second at most. The dimension is a value (a name in :data:`DIMENSIONS`), so a new grouping is one
 more entry there, not a copy of this code.
 
 Cardinality is bounded: at most ``max_groups`` groups per dimension (and as many models per
@@ -35,7 +37,6 @@ from monitor.store import (
     Percentiles,
     Rates,
     Tally,
-    sketch_key,
 )
 
 MAX_GROUPS: Final = 200
@@ -81,12 +82,28 @@ def _vector() -> list[int]:
     return [0] * _WIDTH
 
 
+def _merge(total: list[int], vector: list[int]) -> None:
+    # Written out: a loop over the ten slots costs three times as much.
+    total[0] += vector[0]
+    total[1] += vector[1]
+    total[2] += vector[2]
+    total[3] += vector[3]
+    total[4] += vector[4]
+    total[5] += vector[5]
+    total[6] += vector[6]
+    total[7] += vector[7]
+    total[8] += vector[8]
+    total[9] += vector[9]
+
+
 def _add(vector: list[int], record: UsageRecord, sign: int) -> None:
     vector[REQUESTS] += sign
     vector[INPUT] += sign * record.input_tokens
     vector[OUTPUT] += sign * record.output_tokens
-    vector[CACHE_READ] += sign * record.cache_read_input_tokens
-    vector[CACHE_WRITE] += sign * record.cache_write_input_tokens
+    if record.cache_read_input_tokens:
+        vector[CACHE_READ] += sign * record.cache_read_input_tokens
+    if record.cache_write_input_tokens:
+        vector[CACHE_WRITE] += sign * record.cache_write_input_tokens
     slot = _STATUS_SLOT.get(record.status)
     if slot is not None:
         vector[slot] += sign
@@ -94,27 +111,20 @@ def _add(vector: list[int], record: UsageRecord, sign: int) -> None:
         vector[ESTIMATED] += sign
 
 
-class _Group:
-    """Everything kept for one group of one dimension."""
+Names = tuple[str, ...]  # a record's group in each dimension, in the index's order
+Cell = tuple[Names, str]  # (names, model id)
 
-    __slots__ = ("latency", "minutes", "models", "seconds", "total")
+
+class _View:
+    """One dimension's groups, summed from the cells at one moment."""
+
+    __slots__ = ("hour", "latency", "recent", "seconds")
 
     def __init__(self) -> None:
-        self.total = _vector()  # since the report window's start
-        self.models: dict[str, list[int]] = {}  # the same, split by model
-        self.seconds: dict[int, list[int]] = {}
-        self.minutes: dict[int, dict[str, list[int]]] = {}  # minute -> model -> counts
-        self.latency: dict[int, LatencySketch] = {}  # minute -> successful calls' latency
-
-
-class _Dimension:
-    __slots__ = ("folded_names", "folded_records", "groups", "key")
-
-    def __init__(self, key: Callable[[UsageRecord], str]) -> None:
-        self.key = key
-        self.groups: dict[str, _Group] = {}
-        self.folded_names: set[str] = set()
-        self.folded_records = 0
+        self.seconds: dict[str, dict[int, list[int]]] = {}  # name -> second -> counts
+        self.hour: dict[str, dict[int, dict[str, list[int]]]] = {}  # name -> minute -> model
+        self.latency: dict[str, dict[int, LatencySketch]] = {}  # name -> minute -> sketch
+        self.recent: set[str] = set()
 
 
 class GroupIndex:
@@ -134,137 +144,210 @@ class GroupIndex:
         self.since = since
         self.max_groups = max(1, max_groups)
         self.version = 0
-        self._dimensions = {name: _Dimension(DIMENSIONS[name]) for name in dimensions}
+        self._names = list(dimensions)
+        self._keys = [DIMENSIONS[name] for name in dimensions]
+        self._pair = len(self._keys) == 2
+        self._kept: list[set[str]] = [set() for _ in dimensions]
+        self._folded_names: list[set[str]] = [set() for _ in dimensions]
+        self._folded_records = [0] * len(dimensions)
+        self._since: dict[Cell, list[int]] = {}
+        self._seconds: dict[int, dict[Cell, list[int]]] = {}
+        self._minutes: dict[int, dict[Cell, list[int]]] = {}
+        self._latency: dict[int, dict[Names, LatencySketch]] = {}
         self._seen: dict[str, UsageRecord] = {}
         self._seen_order: deque[str] = deque()
+        self._pruned_at = -1
+        self._views: dict[str, tuple[int, int, _View]] = {}
+        self._since_views: dict[str, tuple[int, dict[str, dict[str, list[int]]]]] = {}
 
     @property
     def dimensions(self) -> list[str]:
-        return list(self._dimensions)
+        return list(self._names)
 
     # -- ingest ---------------------------------------------------------------------------------
     def ingest(self, records: Iterable[UsageRecord], now: float) -> None:
         """Add records (any order). A request id seen again replaces the earlier record."""
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return
         seen = self._seen
-        changed = False
-        for record in records:
+        order = self._seen_order
+        apply = self._apply
+        for record in batch:
             request_id = record.request_id
             if request_id:
                 previous = seen.get(request_id)
-                if previous is not None:
-                    self._apply(previous, -1, now)
+                if previous is not None:  # rare: a repeated line, a log read twice
+                    apply(previous, -1, now)
                 else:
-                    self._seen_order.append(request_id)
+                    order.append(request_id)
                 seen[request_id] = record
-            self._apply(record, 1, now)
-            changed = True
-        while len(self._seen_order) > DEDUP_WINDOW:
-            seen.pop(self._seen_order.popleft(), None)
-        if changed:
-            self.version += 1
-            self.prune(now)
+            apply(record, 1, now)
+        while len(order) > DEDUP_WINDOW:
+            seen.pop(order.popleft(), None)
+        self.version += 1
+        self.prune(now)
+
+    def _names_of(self, record: UsageRecord, sign: int) -> Names:
+        """The record's group in each dimension: its own name while there is room for it, else
+        ``(other)`` (and the name is counted as folded)."""
+        names = []
+        for index, key in enumerate(self._keys):
+            name = key(record)
+            kept = self._kept[index]
+            if name not in kept:
+                if len(kept) < self.max_groups:
+                    kept.add(name)
+                else:
+                    if sign > 0:
+                        self._folded_records[index] += 1
+                        folded = self._folded_names[index]
+                        if len(folded) < MAX_COUNTED_FOLDED:
+                            folded.add(name)
+                    name = OTHER
+            names.append(name)
+        return tuple(names)
 
     def _apply(self, record: UsageRecord, sign: int, now: float) -> None:
         epoch = record.ts.timestamp()
+        in_since = self.since is None or epoch >= self.since
+        in_minutes = epoch >= now - MINUTE_WINDOW_S
+        if not (in_since or in_minutes):
+            return
+        if self._pair:  # the usual two dimensions, without the general loop
+            first, second_name = self._keys[0](record), self._keys[1](record)
+            if first in self._kept[0] and second_name in self._kept[1]:
+                names: Names = (first, second_name)
+            else:
+                names = self._names_of(record, sign)
+        else:
+            names = self._names_of(record, sign)
+        cell = (names, record.model_id)
+        if in_since:
+            vector = self._since.get(cell)
+            if vector is None:
+                vector = self._since[cell] = _vector()
+            _add(vector, record, sign)
+        if not in_minutes:
+            return
         second = int(epoch)
         minute = second // 60
-        in_seconds = epoch >= now - SECOND_WINDOW_S
-        in_minutes = epoch >= now - MINUTE_WINDOW_S
-        in_since = self.since is None or epoch >= self.since
-        if not (in_seconds or in_minutes or in_since):
-            return
-        model_id = record.model_id
-        latency_bin = sketch_key(record.latency_ms) if record.status not in _STATUS_SLOT else None
-        for dimension in self._dimensions.values():
-            group = self._group(dimension, dimension.key(record), sign)
-            if in_since:
-                _add(group.total, record, sign)
-                models = group.models
-                model_key = (
-                    model_id if model_id in models or len(models) < self.max_groups else OTHER
-                )
-                _add(models.setdefault(model_key, _vector()), record, sign)
-            if in_seconds:
-                _add(group.seconds.setdefault(second, _vector()), record, sign)
-            if in_minutes:
-                per_model = group.minutes.setdefault(minute, {})
-                _add(per_model.setdefault(model_id, _vector()), record, sign)
-                if latency_bin is not None:
-                    sketch = group.latency.get(minute)
-                    if sketch is None:
-                        sketch = group.latency[minute] = LatencySketch()
-                    bins = sketch.bins
-                    bins[latency_bin] = bins.get(latency_bin, 0) + sign
-                    if bins[latency_bin] <= 0:
-                        del bins[latency_bin]
-                    if sign > 0 and record.latency_ms > sketch.max:
-                        sketch.max = record.latency_ms
-
-    def _group(self, dimension: _Dimension, name: str, sign: int) -> _Group:
-        groups = dimension.groups
-        group = groups.get(name)
-        if group is not None:
-            return group
-        if len(groups) - (OTHER in groups) >= self.max_groups and name != OTHER:
-            if sign > 0:
-                dimension.folded_records += 1
-                if len(dimension.folded_names) < MAX_COUNTED_FOLDED:
-                    dimension.folded_names.add(name)
-            name = OTHER
-            group = groups.get(name)
-            if group is not None:
-                return group
-        group = groups[name] = _Group()
-        return group
+        cells = self._minutes.get(minute)
+        if cells is None:
+            cells = self._minutes[minute] = {}
+        vector = cells.get(cell)
+        if vector is None:
+            vector = cells[cell] = _vector()
+        _add(vector, record, sign)
+        if epoch >= now - SECOND_WINDOW_S:
+            cells = self._seconds.get(second)
+            if cells is None:
+                cells = self._seconds[second] = {}
+            vector = cells.get(cell)
+            if vector is None:
+                vector = cells[cell] = _vector()
+            _add(vector, record, sign)
+        if record.status not in _STATUS_SLOT:  # latency is a property of successful calls
+            sketches = self._latency.get(minute)
+            if sketches is None:
+                sketches = self._latency[minute] = {}
+            sketch = sketches.get(cell[0])
+            if sketch is None:
+                sketch = sketches[cell[0]] = LatencySketch()
+            sketch.add(record.latency_ms, sign)
 
     def prune(self, now: float) -> None:
-        """Drop per-second and per-minute counts that have left their windows."""
+        """Drop per-second and per-minute counts that have left their windows (at most once a
+        second)."""
+        if int(now) <= self._pruned_at:
+            return
+        self._pruned_at = int(now)
         second_floor = int(now) - SECOND_WINDOW_S
         minute_floor = (int(now) - MINUTE_WINDOW_S) // 60
-        for dimension in self._dimensions.values():
-            for group in dimension.groups.values():
-                for buckets in (group.seconds,):
-                    if buckets and min(buckets) < second_floor:
-                        for key in [k for k in buckets if k < second_floor]:
-                            del buckets[key]
-                if group.minutes and min(group.minutes) < minute_floor:
-                    for key in [k for k in group.minutes if k < minute_floor]:
-                        del group.minutes[key]
-                    for key in [k for k in group.latency if k < minute_floor]:
-                        del group.latency[key]
+        for key in [k for k in self._seconds if k < second_floor]:
+            del self._seconds[key]
+        for tier in (self._minutes, self._latency):
+            for key in [k for k in tier if k < minute_floor]:
+                del tier[key]
+
+    # -- views ----------------------------------------------------------------------------------
+    def _index(self, dimension: str) -> int:
+        if dimension not in self._names:
+            raise KeyError(f"{dimension!r} is not grouped here (grouped: {self.dimensions})")
+        return self._names.index(dimension)
+
+    def _since_view(self, dimension: str) -> dict[str, dict[str, list[int]]]:
+        """name -> model -> counts since the report window's start."""
+        index = self._index(dimension)
+        cached = self._since_views.get(dimension)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        view: dict[str, dict[str, list[int]]] = {}
+        for (names, model_id), vector in self._since.items():
+            models = view.setdefault(names[index], {})
+            total = models.get(model_id)
+            if total is None:
+                key = model_id if len(models) < self.max_groups else OTHER
+                total = models.setdefault(key, _vector())
+            _merge(total, vector)
+        self._since_views[dimension] = (self.version, view)
+        return view
+
+    def _view(self, dimension: str, now: float) -> _View:
+        """The per-second and per-minute groups of a dimension, summed once per second."""
+        index = self._index(dimension)
+        cached = self._views.get(dimension)
+        if cached is not None and cached[0] == self.version and cached[1] == int(now):
+            return cached[2]
+        view = _View()
+        for second, cells in self._seconds.items():
+            for (names, _model), vector in cells.items():
+                per_second = view.seconds.setdefault(names[index], {})
+                total = per_second.get(second)
+                if total is None:
+                    total = per_second[second] = _vector()
+                _merge(total, vector)
+        for minute, cells in self._minutes.items():
+            for (names, model_id), vector in cells.items():
+                per_model = view.hour.setdefault(names[index], {}).setdefault(minute, {})
+                total = per_model.get(model_id)
+                if total is None:
+                    total = per_model[model_id] = _vector()
+                _merge(total, vector)
+        for minute, sketches in self._latency.items():
+            for names, sketch in sketches.items():
+                per_minute = view.latency.setdefault(names[index], {})
+                kept = per_minute.get(minute)
+                if kept is None:
+                    kept = per_minute[minute] = LatencySketch()
+                kept.merge(sketch)
+        self._views[dimension] = (self.version, int(now), view)
+        return view
 
     # -- queries --------------------------------------------------------------------------------
-    def _dimension(self, dimension: str) -> _Dimension:
-        found = self._dimensions.get(dimension)
-        if found is None:
-            raise KeyError(f"{dimension!r} is not grouped here (grouped: {self.dimensions})")
-        return found
-
     def group_names(self, dimension: str) -> list[str]:
-        return sorted(self._dimension(dimension).groups)
-
-    def __contains__(self, item: object) -> bool:
-        if not isinstance(item, tuple) or len(item) != 2:
-            return False
-        dimension, name = item
-        found = self._dimensions.get(str(dimension))
-        return found is not None and name in found.groups
+        """Groups with calls since the report window's start or within the last hour."""
+        names = set(self._since_view(dimension))
+        index = self._index(dimension)
+        for cells in self._minutes.values():
+            names.update(names_[index] for names_, _model in cells)
+        return sorted(names)
 
     def folded(self, dimension: str) -> tuple[int, int]:
         """(names folded into ``(other)``, records of theirs) for a dimension."""
-        found = self._dimension(dimension)
-        return len(found.folded_names), found.folded_records
+        index = self._index(dimension)
+        return len(self._folded_names[index]), self._folded_records[index]
 
     def since_tally(self, dimension: str, name: str) -> Tally:
-        group = self._dimension(dimension).groups.get(name)
-        return Tally() if group is None else Tally(*group.total)
+        total = _vector()
+        for vector in self._since_view(dimension).get(name, {}).values():
+            _merge(total, vector)
+        return Tally(*total)
 
     def model_tallies(self, dimension: str, name: str) -> dict[str, Tally]:
         """Each model's share of a group since the report window's start (zero rows left out)."""
-        group = self._dimension(dimension).groups.get(name)
-        if group is None:
-            return {}
-        return {model: Tally(*vector) for model, vector in group.models.items() if any(vector)}
+        models = self._since_view(dimension).get(name, {})
+        return {model: Tally(*vector) for model, vector in models.items() if any(vector)}
 
     def rates(self, dimension: str, name: str, now: float, window_s: int = 60) -> Rates:
         """Requests per minute and tokens per second over the whole seconds [now - w, now)."""
@@ -280,27 +363,20 @@ class GroupIndex:
         return Tally(*self._second_sums(dimension, name, now, window_s))
 
     def _second_sums(self, dimension: str, name: str, now: float, window_s: int) -> list[int]:
-        group = self._dimension(dimension).groups.get(name)
         total = _vector()
-        if group is None:
-            return total
         end = math.ceil(now)
         start = end - min(window_s, SECOND_WINDOW_S)
-        for second, vector in group.seconds.items():
+        for second, vector in self._view(dimension, now).seconds.get(name, {}).items():
             if start <= second < end:
-                for index in range(_WIDTH):
-                    total[index] += vector[index]
+                _merge(total, vector)
         return total
 
     def latency(self, dimension: str, name: str, now: float, window_s: int = 300) -> Percentiles:
         """Latency of successful calls over the whole minutes that overlap the window."""
-        group = self._dimension(dimension).groups.get(name)
-        if group is None:
-            return Percentiles()
         last = int(now) // 60
         first = (int(now) - window_s) // 60 + 1
         merged = LatencySketch()
-        for minute, sketch in group.latency.items():
+        for minute, sketch in self._view(dimension, now).latency.get(name, {}).items():
             if first <= minute <= last:
                 merged.merge(sketch)
         return merged.percentiles()
@@ -309,27 +385,23 @@ class GroupIndex:
         self, dimension: str, name: str, now: float, q: float, points: int
     ) -> list[float | None]:
         """One latency quantile per minute, oldest first, None where the minute had no call."""
-        group = self._dimension(dimension).groups.get(name)
+        sketches = self._view(dimension, now).latency.get(name, {})
         last = int(now) // 60
         values: list[float | None] = []
         for minute in range(last - points + 1, last + 1):
-            sketch = None if group is None else group.latency.get(minute)
+            sketch = sketches.get(minute)
             values.append(None if sketch is None else sketch.quantile(q))
         return values
 
     def model_tallies_between(
         self, dimension: str, name: str, start: float, end: float
     ) -> dict[str, Tally]:
-        """Each model's counts over the whole minutes in [start, end) (within the last hour)."""
-        group = self._dimension(dimension).groups.get(name)
-        if group is None:
-            return {}
+        """Each model's counts over the whole minutes in [start, end) (within the last hour);
+        for a window that ends now."""
         first, last = int(start) // 60, math.ceil(end) // 60
         totals: dict[str, list[int]] = {}
-        for minute, per_model in group.minutes.items():
+        for minute, per_model in self._view(dimension, end).hour.get(name, {}).items():
             if first <= minute <= last:
                 for model, vector in per_model.items():
-                    total = totals.setdefault(model, _vector())
-                    for index in range(_WIDTH):
-                        total[index] += vector[index]
+                    _merge(totals.setdefault(model, _vector()), vector)
         return {model: Tally(*vector) for model, vector in totals.items() if any(vector)}

@@ -159,3 +159,16 @@ def test_every_event_of_a_batch_is_its_own_request() -> None:
     # Speed is measured in bench/bench_fleet.py, not here.
     events = [message(invocation_event(time.time())) for _ in range(200)]
     assert len({parse_event(text).request_id for text in events}) == 200
+
+
+def test_records_built_from_events_are_valid_v1_records() -> None:
+    """The parser builds records directly: each must survive the writer and the decoder."""
+    from monitor.records import parse_line, to_json_line
+
+    for operation in ("InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream"):
+        for error in (None, "ThrottlingException"):
+            event = invocation_event(
+                NOW, operation=operation, error_code=error, inference_region="eu-west-3"
+            )
+            record = parse_event(message(event))
+            assert parse_line(to_json_line(record)) == record
