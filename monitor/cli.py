@@ -100,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="CloudWatch poll interval (default 60, at least 10); each poll costs money",
     )
+    sources.add_argument(
+        "--log-group",
+        action="append",
+        metavar="NAME",
+        help="CloudWatch Logs group with Bedrock invocation logs or shipped usage records, for "
+        "the fleet view (repeatable; default: the group Bedrock's invocation logging writes to)",
+    )
+    sources.add_argument(
+        "--live-tail",
+        action="store_true",
+        help="follow the log groups with CloudWatch Logs Live Tail (1-second freshness, billed "
+        "per minute)",
+    )
+    sources.add_argument(
+        "--no-fleet", action="store_true", help="do not read CloudWatch Logs (the fleet view)"
+    )
     screen = parser.add_argument_group("screen")
     screen.add_argument(
         "--interval",
@@ -213,6 +229,7 @@ def run_once(args: argparse.Namespace) -> int:
             cloudwatch=cloudwatch,
             quotas=quotas,
             billing_cloudwatch=session.cloudwatch_same_days(args, now),
+            fleet=session.fleet_once(args, now),
         )
         # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
         report["apps_cloudwatch"] = apps_cloudwatch

@@ -44,6 +44,8 @@ MIN_INTERVAL_S = 10.0
 # helpers, and the configuration must stay light).
 DEFAULT_APP_METRICS_INTERVAL_S = 300.0
 MIN_APP_METRICS_INTERVAL_S = 60.0
+DEFAULT_FLEET_INTERVAL_S = 10.0  # FilterLogEvents polls (free requests; see docs/fleet.md)
+MIN_FLEET_INTERVAL_S = 2.0
 DEFAULT_REFRESH_S = 1.0
 MIN_REFRESH_S = 0.1
 MAX_REFRESH_S = 60.0
@@ -128,6 +130,12 @@ class SourcesConfig:
     # Cost Explorer's month-to-date bill: off by default (each request costs $0.01).
     billing: bool = False
     billing_refresh_h: float = DEFAULT_BILLING_REFRESH_H
+    # The fleet source (CloudWatch Logs): on with CloudWatch; log groups to read (empty: the
+    # invocation-logging group Bedrock is configured with), its poll interval, Live Tail.
+    fleet: bool = True
+    log_groups: list[str] = field(default_factory=list)
+    fleet_interval_s: float = DEFAULT_FLEET_INTERVAL_S
+    live_tail: bool = False
 
 
 @dataclass(frozen=True)
@@ -515,6 +523,12 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "sources.billing_refresh_h": lambda c, v, p: c.number(
         v, p, minimum=MIN_BILLING_REFRESH_H, maximum=31 * 24, unit=" (hours)"
     ),
+    "sources.fleet": lambda c, v, p: c.boolean(v, p),
+    "sources.log_groups": lambda c, v, p: c.string_list(v, p, "CloudWatch Logs group names"),
+    "sources.fleet_interval_s": lambda c, v, p: c.number(
+        v, p, minimum=MIN_FLEET_INTERVAL_S, maximum=_MAX_SECONDS, unit=" (seconds)"
+    ),
+    "sources.live_tail": lambda c, v, p: c.boolean(v, p),
     "ui.refresh_s": lambda c, v, p: c.number(
         v, p, minimum=MIN_REFRESH_S, maximum=MAX_REFRESH_S, unit=" (seconds)"
     ),
@@ -534,6 +548,10 @@ _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.app_metrics_interval_s": DEFAULT_APP_METRICS_INTERVAL_S,
     "sources.billing": False,
     "sources.billing_refresh_h": DEFAULT_BILLING_REFRESH_H,
+    "sources.fleet": True,
+    "sources.log_groups": [],
+    "sources.fleet_interval_s": DEFAULT_FLEET_INTERVAL_S,
+    "sources.live_tail": False,
     "ui.refresh_s": DEFAULT_REFRESH_S,
     "ui.theme": DEFAULT_THEME,
     "tokenizer": None,
@@ -569,6 +587,9 @@ CLI_FLAGS: Mapping[str, str] = MappingProxyType(
         "sources.endpoint_url": "--endpoint-url",
         "sources.interval_s": "--poll-interval",
         "sources.billing": "--billing",
+        "sources.fleet": "--no-fleet",
+        "sources.log_groups": "--log-group",
+        "sources.live_tail": "--live-tail",
         "ui.refresh_s": "--interval",
         "ui.theme": "--theme",
     }
@@ -851,6 +872,10 @@ def load_config(
         quotas=cast(bool, values["sources.quotas"]),
         billing=cast(bool, values["sources.billing"]),
         billing_refresh_h=cast(float, values["sources.billing_refresh_h"]),
+        fleet=cast(bool, values["sources.fleet"]),
+        log_groups=list(cast(list[str], values["sources.log_groups"])),
+        fleet_interval_s=cast(float, values["sources.fleet_interval_s"]),
+        live_tail=cast(bool, values["sources.live_tail"]),
     )
     for quota in doc.quotas:
         provenance[key_path("quotas", quota.pattern)] = from_file("quotas", quota.pattern)
@@ -979,6 +1004,10 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
         "app_metrics_interval_s",
         "billing",
         "billing_refresh_h",
+        "fleet",
+        "log_groups",
+        "fleet_interval_s",
+        "live_tail",
     ):
         rows.append(
             (f"sources.{name}", getattr(config.sources, name), prov.get(f"sources.{name}", default))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from monitor.groups import GroupIndex
 from monitor.records import UsageRecord
 from monitor.sources.logtail import LogTailer
 from monitor.store import Store
@@ -39,6 +40,9 @@ class LocalFeed:
         (budget periods, the 24-hour charts) and decides where the tailer enters each file."""
         self.clock = clock
         self.store = Store(since=since)
+        # Per app and per caller, beside the per-model store (the report's apps and callers,
+        # the grouped overview).
+        self.groups = GroupIndex(since=since)
         self._queue: queue.SimpleQueue[list[UsageRecord]] = queue.SimpleQueue()
         entry = start_epoch if start_epoch is not None else since
         if since is not None and entry is not None:
@@ -56,7 +60,9 @@ class LocalFeed:
         if not batch:
             return
         if self._direct:  # the catch-up: models are noted once it is over, not per record
-            self.store.ingest(batch, self.clock())
+            now = self.clock()
+            self.store.ingest(batch, now)
+            self.groups.ingest(batch, now)
             return
         seen = self._models_seen
         for record in batch:
@@ -119,6 +125,7 @@ class LocalFeed:
             except queue.Empty:
                 break
             ingested += self.store.ingest(batch, now)
+            self.groups.ingest(batch, now)
         self.store.prune(now)
         return ingested
 

@@ -12,18 +12,21 @@ from monitor.budgets import BudgetStatus as BudgetFigures
 from monitor.budgets import ThresholdEvent, ThresholdTracker, run_on_threshold
 from monitor.cloudwatch_store import INVOCATIONS, LATENCY, SUM, TTFT
 from monitor.formatting import format_count, format_usd
+from monitor.groups import GroupIndex
 from monitor.session import Session
 from monitor.sources.app_metrics import RATE_WINDOW_S as APP_RATE_WINDOW_S
 from monitor.sources.app_metrics import AppMetricsSource
 from monitor.sources.cloudwatch import CloudWatchSource
+from monitor.sources.fleet import FleetSource
 from monitor.sources.service_quotas import ServiceQuotasSource
-from monitor.store import Tally
+from monitor.store import Store, Tally
 from monitor.ui.hooks import (
     AppRate,
     BudgetAlarm,
     BudgetLimit,
     BudgetStatus,
     CloudWatchState,
+    FleetState,
     ScreenExtras,
 )
 
@@ -252,12 +255,57 @@ class LiveAppMetrics:
         )
 
 
+class LiveFleet:
+    """The fleet source as the screen sees it. Runs in the app's event loop."""
+
+    def __init__(self, source: FleetSource) -> None:
+        self.source = source
+
+    @property
+    def store(self) -> Store:
+        return self.source.store
+
+    @property
+    def groups(self) -> GroupIndex:
+        return self.source.groups
+
+    @property
+    def version(self) -> int:
+        return self.source.version
+
+    async def start(self) -> None:
+        await self.source.start()
+        self.source.run_in_background()
+
+    async def stop(self) -> None:
+        await self.source.stop()
+
+    def set_live_tail(self, on: bool) -> None:
+        self.source.set_live_tail(on)
+
+    def fleet_state(self) -> FleetState:
+        source = self.source
+        health = source.health()
+        return FleetState(
+            state=health.status,
+            log_groups=tuple(source.log_groups),
+            last_good_epoch=health.last_good,
+            requests_per_hour=source.requests_per_hour(),
+            live_tail=source.live_tail,
+            live_tail_open=source.tail_open,
+            live_tail_minutes=source.live_tail_minutes(),
+            rejected=sum(source.rejected.values()),
+            message=health.message if health.status != "ok" else source.live_tail_note,
+        )
+
+
 def live_extras(
     session: Session,
     cloudwatch: CloudWatchSource | None,
     apps_cloudwatch: AppMetricsSource | None = None,
     quotas: ServiceQuotasSource | None = None,
     billing: Any = None,
+    fleet: FleetSource | None = None,
 ) -> ScreenExtras:
     """The screen's optional inputs for this session. Quotas are shown when Service Quotas is
     read or the configuration sets limits by hand; ``billing`` is a LiveBilling, when on."""
@@ -275,4 +323,5 @@ def live_extras(
         billing=billing,
         notices=list(session.config.warnings),
         apps_cloudwatch=None if apps_cloudwatch is None else LiveAppMetrics(apps_cloudwatch),
+        fleet=None if fleet is None else LiveFleet(fleet),
     )

@@ -73,6 +73,9 @@ class UsageRecord(msgspec.Struct, kw_only=True, gc=False):
     # The output tokens the request asked for (max_tokens, maxTokens, ...): what Bedrock reserves
     # against the tokens-per-minute quota when the call starts. None: not set or not read.
     max_tokens: TokenCount | None = None
+    # Who made the call, where a source knows it (the fleet's invocation logs: the IAM role and
+    # session, or user). Optional and ignored by older readers, so the record stays version 1.
+    caller: ShortString | None = None
 
     @property
     def epoch(self) -> float:
@@ -215,6 +218,7 @@ class RecordFields(TypedDict):
     app: NotRequired[str | None]
     tags: NotRequired[dict[str, str] | None]
     max_tokens: NotRequired[int | None]
+    caller: NotRequired[str | None]
 
 
 _OPERATION_SET: Final = frozenset(OPERATIONS)
@@ -242,6 +246,7 @@ def _field_problem(
     app: object,
     tags: object,
     max_tokens: object = None,
+    caller: object = None,
 ) -> str | None:
     """The first field that :class:`UsageRecord`'s constraints would reject, or None.
 
@@ -272,6 +277,8 @@ def _field_problem(
         return "token_source"
     if app is not None and (type(app) is not str or len(app) > 256):
         return "app"
+    if caller is not None and (type(caller) is not str or len(caller) > 256):
+        return "caller"
     if tags is not None:
         if type(tags) is not dict or len(tags) > 32:
             return "tags"
@@ -304,6 +311,7 @@ def record_line(
     app: str | None = None,
     tags: dict[str, str] | None = None,
     max_tokens: int | None = None,
+    caller: str | None = None,
 ) -> bytes:
     """One valid record as a complete line, newline included, ready for a single ``write``.
 
@@ -340,6 +348,7 @@ def record_line(
         and (ttft_ms is None or (type(ttft_ms) is float and 0.0 <= ttft_ms <= MAX_LATENCY_MS))
         and (error_code is None or (type(error_code) is str and len(error_code) <= 256))
         and (app is None or (type(app) is str and len(app) <= 256))
+        and (caller is None or (type(caller) is str and len(caller) <= 256))
         and tags is None
         and (max_tokens is None or (type(max_tokens) is int and 0 <= max_tokens <= MAX_TOKENS))
         and operation in _OPERATION_SET
@@ -360,6 +369,7 @@ def record_line(
             app,
             tags,
             max_tokens,
+            caller,
         )
         if problem is not None:
             raise RecordError(f"invalid {problem}", "value outside the v1 record's limits")
@@ -389,6 +399,8 @@ def record_line(
                 "app": app,
                 "tags": tags,
                 "max_tokens": max_tokens,
+                # Only written when known: the wrapper's records keep their usual size.
+                **({"caller": caller} if caller is not None else {}),
             }
         )
         + b"\n"

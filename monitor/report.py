@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,12 @@ from monitor.formatting import (
     printable,
     short_model_id,
 )
+from monitor.groups import OTHER, GroupIndex
 from monitor.store import Percentiles, Store, Tally
 
 QUOTA_MEASURES = ("tpm", "rpm", "tpd")
+# USD for a model's tally, or None when the model has no known price.
+CostOf = Callable[[str, Tally], float | None]
 
 RATE_WINDOW_S = 60
 RATE_WINDOW_LONG_S = 300
@@ -45,6 +48,12 @@ class ReportInput:
     budgets: list[dict[str, Any]] | None = None
     # model_id -> its ``quota`` object (tpm, rpm, tpd); models missing here get all null.
     quotas: Mapping[str, dict[str, Any]] | None = None
+    # The fleet source's own store (CloudWatch Logs), shown beside local, never added to it.
+    fleet_store: Store | None = None
+    fleet_cost: Mapping[str, float | None] | None = None
+    # (source name, its group index) for the top-level apps and callers lists.
+    groups: list[tuple[str, GroupIndex]] = field(default_factory=list)
+    group_cost: CostOf | None = None
 
 
 def _percentiles(values: Percentiles) -> dict[str, float | None]:
@@ -81,7 +90,10 @@ def local_object(store: Store, model_id: str | None, now: float) -> dict[str, An
 def build_report(data: ReportInput) -> dict[str, Any]:
     """The JSON report (field names are a contract: see docs/report.md)."""
     store = data.store
+    fleet = data.fleet_store
     model_ids = set(store.model_ids()) | set(data.cloudwatch)
+    if fleet is not None:
+        model_ids |= set(fleet.model_ids())
     models: list[dict[str, Any]] = []
     for model_id in model_ids:
         entry: dict[str, Any] = {"model_id": model_id}
@@ -94,6 +106,12 @@ def build_report(data: ReportInput) -> dict[str, Any]:
         if model_id in data.cloudwatch:
             entry["cloudwatch"] = data.cloudwatch[model_id]
         entry["quota"] = (data.quotas or {}).get(model_id) or dict.fromkeys(QUOTA_MEASURES)
+        if fleet is not None:
+            entry["fleet"] = None
+            if model_id in fleet:
+                entry["fleet"] = local_object(fleet, model_id, data.now)
+                if data.fleet_cost is not None:
+                    entry["fleet"]["cost_usd"] = _money(data.fleet_cost.get(model_id))
         models.append(entry)
     models.sort(key=_sort_key)
     totals: dict[str, Any] = {"local": local_object(store, None, data.now)}
@@ -102,6 +120,11 @@ def build_report(data: ReportInput) -> dict[str, Any]:
         totals["local"]["cost_usd"] = _money(sum(priced)) if priced else None
     if data.cloudwatch_totals is not None:
         totals["cloudwatch"] = data.cloudwatch_totals
+    if fleet is not None:
+        totals["fleet"] = local_object(fleet, None, data.now)
+        if data.fleet_cost is not None:
+            priced = [cost for cost in data.fleet_cost.values() if cost is not None]
+            totals["fleet"]["cost_usd"] = _money(sum(priced)) if priced else None
     report: dict[str, Any] = {
         "generated_at": iso_utc(data.now),
         "since": iso_utc(data.since),
@@ -111,7 +134,65 @@ def build_report(data: ReportInput) -> dict[str, Any]:
     }
     if data.budgets is not None:
         report["budgets"] = data.budgets
+    if data.groups:
+        for dimension, field_name in (("app", "apps"), ("caller", "callers")):
+            report[field_name] = [
+                entry
+                for source, index in data.groups
+                for entry in group_objects(index, dimension, source, data.group_cost)
+            ]
     return report
+
+
+def group_objects(
+    index: GroupIndex, dimension: str, source: str, cost: CostOf | None
+) -> list[dict[str, Any]]:
+    """One object per group of a dimension (``app``, ``caller``, ...) since the report window's
+    start, largest first: the shape of the report's ``apps`` and ``callers`` lists. ``cost_usd``
+    sums the priced models (None when none is priced); ``unpriced_models`` names the rest."""
+    entries: list[dict[str, Any]] = []
+    for name in index.group_names(dimension):
+        tally = index.since_tally(dimension, name)
+        if not tally.requests:
+            continue
+        model_entries: list[dict[str, Any]] = []
+        priced: list[float] = []
+        unpriced: list[str] = []
+        for model_id, share in index.model_tallies(dimension, name).items():
+            model_cost = cost(model_id, share) if cost is not None else None
+            if model_cost is not None:
+                priced.append(model_cost)
+            elif share.total_tokens:
+                unpriced.append(model_id)
+            model_entries.append(
+                {
+                    "model_id": model_id,
+                    "requests": share.requests,
+                    "input_tokens": share.input_tokens,
+                    "output_tokens": share.output_tokens,
+                    "cost_usd": _money(model_cost),
+                }
+            )
+        model_entries.sort(key=lambda m: (-(m["input_tokens"] + m["output_tokens"]), m["model_id"]))
+        entry: dict[str, Any] = {
+            dimension: name,
+            "source": source,
+            "requests": tally.requests,
+            "input_tokens": tally.input_tokens,
+            "output_tokens": tally.output_tokens,
+            "cache_read_input_tokens": tally.cache_read_input_tokens,
+            "cache_write_input_tokens": tally.cache_write_input_tokens,
+            "errors": tally.errors,
+            "throttles": tally.throttles,
+            "cost_usd": _money(sum(priced)) if priced else None,
+            "unpriced_models": sorted(unpriced),
+            "models": model_entries,
+        }
+        if name == OTHER:
+            entry["folded_groups"] = index.folded(dimension)[0]
+        entries.append(entry)
+    entries.sort(key=lambda e: (-(e["input_tokens"] + e["output_tokens"]), e[dimension]))
+    return entries
 
 
 def _money(value: float | None) -> float | None:
@@ -196,6 +277,46 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
             )
             name = short_model_id(model_id, model_width - 1)
             lines.append(f"{name:<{model_width}}" + "".join(f"{c:>9}" for c in cloud_cells))
+    fleet_rows = [
+        (entry["model_id"], entry["fleet"]) for entry in report["models"] if entry.get("fleet")
+    ]
+    if fleet_rows:
+        lines += [
+            "",
+            f"{'MODEL (fleet: invocation logs)':<{model_width}}"
+            + "".join(f"{c:>9}" for c in ("REQ", "IN", "OUT", "ERR", "THR", "COST")),
+        ]
+        for model_id, side in [*fleet_rows, ("TOTAL", report["totals"].get("fleet") or {})]:
+            fleet_cells = (
+                format_count(side.get("requests") or 0),
+                format_count(side.get("input_tokens") or 0),
+                format_count(side.get("output_tokens") or 0),
+                str(side.get("errors") or 0),
+                str(side.get("throttles") or 0),
+                format_usd(side.get("cost_usd")) if "cost_usd" in side else "",
+            )
+            name = short_model_id(model_id, model_width - 1)
+            lines.append(f"{name:<{model_width}}" + "".join(f"{c:>9}" for c in fleet_cells))
+    for field_name, dimension in (("apps", "app"), ("callers", "caller")):
+        groups = report.get(field_name) or []
+        if not groups:
+            continue
+        lines += [
+            "",
+            f"{dimension.upper() + ' (source)':<{model_width}}"
+            + "".join(f"{c:>9}" for c in ("REQ", "IN", "OUT", "ERR", "THR", "COST")),
+        ]
+        for group in groups:
+            group_cells = (
+                format_count(group["requests"]),
+                format_count(group["input_tokens"]),
+                format_count(group["output_tokens"]),
+                str(group["errors"]),
+                str(group["throttles"]),
+                format_usd(group["cost_usd"]),
+            )
+            label = f"{group[dimension]} ({group['source']})"[: model_width - 1]
+            lines.append(f"{label:<{model_width}}" + "".join(f"{c:>9}" for c in group_cells))
     if any(local.get("estimated_requests") for _, local in rows):
         lines += ["", "~ token counts of some requests are estimates (the response had no count)"]
     for budget in report.get("budgets") or []:
@@ -274,6 +395,18 @@ def _source_summary(name: str, state: dict[str, Any]) -> str:
         if age is not None:
             text += f" (bill {age / 3600:.1f} h old, {state.get('requests', 0)} requests now)"
         return text
+    if state.get("kind") == "fleet":
+        groups = ", ".join(state.get("log_groups") or []) or "no log group"
+        text = f"{state.get('region') or 'no region'} {groups} — {state.get('state')}"
+        if state.get("message"):
+            text += f": {state['message']}"
+        text += f" ({state.get('requests', 0)} requests"
+        if state.get("live_tail"):
+            text += f", live tail {state.get('live_tail_minutes', 0)} min"
+        if state.get("rejected"):
+            reasons = ", ".join(f"{r} x{n}" for r, n in state["rejected_by_reason"].items())
+            text += f", {state['rejected']} rejected ({reasons})"
+        return text + ")"
     if name == "cloudwatch":
         text = f"{state.get('region') or 'no region'} — {state.get('state')}"
         if state.get("message"):

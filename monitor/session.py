@@ -25,6 +25,7 @@ from monitor.cloudwatch_store import (
 )
 from monitor.config import Config, ConfigError, load_config
 from monitor.feed import DAY_S, LocalFeed
+from monitor.groups import GroupIndex
 from monitor.pricing import PriceBook
 from monitor.quotas import (
     QUOTA_DAY_PERIOD,
@@ -41,6 +42,7 @@ from monitor.store import Tally
 if TYPE_CHECKING:
     from monitor.billing import BillingData, BillingSummary, LearnedPrice
     from monitor.sources.billing import BillingSource
+    from monitor.sources.fleet import FleetSource
 
 LIVE_DEMO_HISTORY_RECORDS = 6000
 
@@ -62,6 +64,9 @@ def load_effective_config(args: argparse.Namespace) -> Config:
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
         "sources.interval_s": getattr(args, "poll_interval", None),
         "sources.billing": True if getattr(args, "billing", False) else None,
+        "sources.fleet": False if getattr(args, "no_fleet", False) else None,
+        "sources.log_groups": getattr(args, "log_group", None),
+        "sources.live_tail": True if getattr(args, "live_tail", False) else None,
         "ui.refresh_s": getattr(args, "interval", None),
         "ui.theme": getattr(args, "theme", None),
     }
@@ -175,11 +180,26 @@ class Session:
         cloudwatch: dict[str, dict[str, Any]] | None = None,
         quotas: Mapping[str, ModelQuotas] | None = None,
         billing_cloudwatch: dict[str, dict[str, Any]] | None = None,
+        fleet: FleetSource | None = None,
     ) -> dict[str, Any]:
         """``cloudwatch``: model id -> its account-wide object (see cloudwatch_report); shown
         beside ``local``, never added to it. ``billing_cloudwatch``: the same over the bill's
-        days, for the estimate beside the bill."""
+        days, for the estimate beside the bill. ``fleet``: the CloudWatch Logs source, whose own
+        store gives each model's ``fleet`` object, likewise apart."""
         store = self.feed.store
+        book = self.price_book
+        groups: list[tuple[str, GroupIndex]] = [("local", self.feed.groups)]
+        fleet_store = None
+        fleet_cost = None
+        extra = dict(sources_extra or {})
+        if fleet is not None:
+            extra["fleet"] = fleet.snapshot()
+            if fleet.enabled and fleet.log_groups:  # off, or no group to read: no numbers
+                fleet_store = fleet.store
+                fleet_cost = {
+                    m: book.cost_usd(m, fleet_store.since_tally(m)) for m in fleet_store.model_ids()
+                }
+                groups.append(("fleet", fleet.groups))
         summary = self.price_book.summarize(
             (model_id, store.since_tally(model_id)) for model_id in store.model_ids()
         )
@@ -188,7 +208,7 @@ class Session:
                 now=now,
                 since=self.since,
                 store=store,
-                sources={"log": self.feed.tailer.snapshot(), **(sources_extra or {})},
+                sources={"log": self.feed.tailer.snapshot(), **extra},
                 local_cost=self.local_costs(),
                 budgets=budget_report(self.budget_statuses(now)),
                 cloudwatch=cloudwatch or {},
@@ -196,6 +216,10 @@ class Session:
                 if cloudwatch
                 else None,
                 quotas={m: q.as_report() for m, q in (quotas or {}).items()},
+                fleet_store=fleet_store,
+                fleet_cost=fleet_cost,
+                groups=groups,
+                group_cost=book.cost_usd,
             )
         )
         report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
@@ -440,6 +464,24 @@ class Session:
             cost_per_day_usd=self.billing.cost_per_day_usd(),
         )
 
+    def fleet_once(self, args: argparse.Namespace, now: float) -> FleetSource:
+        """The fleet source over ``--since`` for the report (its state says when it is off)."""
+        from monitor.sources.fleet import fleet_report
+
+        enabled, reason = fleet_wanted(args, self.config)
+        sources = self.config.sources
+        return fleet_report(
+            sources.region,
+            sources.profile,
+            sources.endpoint_url,
+            self.since,
+            now,
+            log_groups=sources.log_groups,
+            enabled=enabled,
+            disabled_message=reason,
+            deadline_s=self.aws_time_left() if enabled else 0.0,
+        )
+
     def reload_config(self) -> None:
         """Read the configuration file again (after the screen saved a change to it): the file
         that was read, with the same flags on top. Raises SessionError."""
@@ -535,6 +577,26 @@ def quotas_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
     if not enabled:
         return False, f"off with CloudWatch: {reason}"
     return True, ""
+
+
+def fleet_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, str]:
+    """The fleet source (CloudWatch Logs) is on where CloudWatch is, or wherever a log group is
+    named; off with --no-fleet (or ``sources.fleet = false``). Returns (on, why not)."""
+    if not config.sources.fleet:
+        return False, "off (--no-fleet or sources.fleet = false)"
+    if config.sources.log_groups and not (args.demo and not _aws_asked(args)):
+        return True, ""
+    enabled, reason = cloudwatch_wanted(args, config)
+    return enabled, reason and f"off with CloudWatch: {reason}"
+
+
+def _aws_asked(args: argparse.Namespace) -> bool:
+    return bool(
+        getattr(args, "profile", None)
+        or getattr(args, "region", None)
+        or getattr(args, "endpoint_url", None)
+        or getattr(args, "log_group", None)
+    )
 
 
 def earliest_needed(config: Config, since: float, now: float) -> float:

@@ -16,7 +16,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.cloudwatch_store import (
     CACHE_READ,
@@ -38,6 +37,7 @@ from monitor.sources.cloudwatch import (
     Schedule,
     cloudwatch_report,
 )
+from tests.moto_process import MotoServer
 
 MODELS = [
     "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -53,7 +53,7 @@ FAST = Schedule(revise_s=600, backfill_s=3600, percentile_retry_s=900)
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

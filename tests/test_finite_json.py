@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from monitor.report import finite, render_json
+from tests.moto_process import MotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_non_finite_numbers_are_written_as_null() -> None:
 
 
 def test_cloudwatch_sums_that_overflow_give_a_report_not_a_traceback(tmp_path: Path) -> None:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()

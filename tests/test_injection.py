@@ -19,11 +19,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.formatting import printable
 from monitor.ui.app import BedrockTopApp
 from tests.conftest import record, write_lines
+from tests.moto_process import MotoServer
 from tests.test_tmux import ROOT, Tmux, needs_tmux
 
 # What an attacker would write: rename the terminal, wipe the screen, split a row, reorder text,
@@ -44,7 +44,7 @@ AWS_ENV = {
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
@@ -130,8 +130,10 @@ def test_table_escapes_every_field_and_keeps_one_line_per_row(
     assert not RAW.search(out), out
     assert "\\x1b]0;PWNED\\x07" in out
     rows = [line for line in out.splitlines() if "PWNED" in line]
-    # One local row and one CloudWatch row: a break inside an id does not split a row.
-    assert len(rows) == 2, out
+    # One local row, one CloudWatch row and the app's row: a break inside an id does not split
+    # a row.
+    assert len(rows) == 3, out
+    assert sum(1 for line in rows if line.startswith("claude-")) == 1, out
     assert any(line.startswith("TOTAL") for line in out.splitlines())
 
 

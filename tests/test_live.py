@@ -13,7 +13,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.cli import parse_args
 from monitor.config import load_config
@@ -23,6 +22,7 @@ from monitor.sources.cloudwatch import CloudWatchSource
 from monitor.ui.app import BedrockTopApp
 from monitor.ui.themes import load_themes
 from tests.conftest import record, write_lines
+from tests.moto_process import MotoServer
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 M = 1_000_000
@@ -134,7 +134,7 @@ async def test_edit_dialog_saves_a_limit_that_loads_back(
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

@@ -18,12 +18,12 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.records import to_json_line
 from monitor.sources.aws import ACCESS_DENIED, ERROR, OK, AwsConnection, AwsTarget
 from monitor.sources.service_quotas import ServiceQuotasSource
 from tests.conftest import record
+from tests.moto_process import MotoServer
 from tests.quotas_server import APPLIED, DEFAULTS, Quota, QuotasServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_endpoints_from_the_aws_config_file_and_the_flag(
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
@@ -287,8 +287,9 @@ def test_once_json_shows_each_models_quota_use_as_calculated_by_hand(
     assert (haiku["rpm"]["used_last_minute"], haiku["rpm"]["limit"]) == (4, 100)
     assert haiku["tpd"] is None
     line = subprocess.run(
-        [sys.executable, "-m", "monitor", "--once", "--format", "line", "--region", "us-east-1",
-         "--log", str(log), "--config", str(config)],
+        # --format line asks CloudWatch (and so its quota use) only when told to.
+        [sys.executable, "-m", "monitor", "--once", "--format", "line", "--cloudwatch",
+         "--region", "us-east-1", "--log", str(log), "--config", str(config)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     assert "quota us.claude-sonnet-4-5 tpm 75%" in line.stdout, line.stdout

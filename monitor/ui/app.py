@@ -31,13 +31,17 @@ from textual.timer import Timer
 
 from monitor.feed import DAY_S, LocalFeed
 from monitor.formatting import printable
+from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
+from monitor.store import Store
 from monitor.ui import keys
 from monitor.ui.budget_dialog import BudgetDialog
 from monitor.ui.hooks import BudgetStatus, ScreenExtras
-from monitor.ui.screens import HelpScreen, ModelScreen, OverviewScreen
+from monitor.ui.screens import GroupScreen, HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import DEFAULT_THEME, ThemeCatalog, load_themes
 
+# What the overview's rows are, in the order the group key cycles through them.
+GROUPINGS = ("model", "app", "caller")
 INTERVAL_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 QUICK_UPDATE_S = 0.1
 IDLE_AFTER_S = 300.0  # no record for this long: every window shown has gone quiet
@@ -79,6 +83,10 @@ class BedrockTopApp(App[int]):
         self.sort_key = "req"
         self.sort_reverse = False
         self.window_index = 0
+        # Which source the overview shows (local: this host's log; fleet: CloudWatch Logs) and
+        # what its rows are (a model, an app, a caller).
+        self.view_source = "local"
+        self.group_by = "model"
         self.keymap = dict(keymap or {})
         self.catalog = catalog if catalog is not None else load_themes()
         self._follow = follow
@@ -147,6 +155,8 @@ class BedrockTopApp(App[int]):
         if self.extras.cloudwatch is not None:
             # The poller lives in this event loop: its awaits never block the screen.
             self.run_worker(self.extras.cloudwatch.start(), name="cloudwatch", group="sources")
+        if self.extras.fleet is not None:
+            self.run_worker(self.extras.fleet.start(), name="fleet", group="sources")
         if self.extras.quotas is not None:
             self.run_worker(self.extras.quotas.start(), name="quotas", group="sources")
         if self.extras.apps_cloudwatch is not None:
@@ -211,6 +221,9 @@ class BedrockTopApp(App[int]):
         if self.extras.billing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.extras.billing.stop(), timeout=2)
+        if self.extras.fleet is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.extras.fleet.stop(), timeout=2)
 
     # -- time and data ------------------------------------------------------------------------
     def now(self) -> float:
@@ -220,12 +233,27 @@ class BedrockTopApp(App[int]):
         cloudwatch = self.extras.cloudwatch
         apps = self.extras.apps_cloudwatch
         billing = self.extras.billing
+        fleet = self.extras.fleet
         # Counters that only grow: their sum changes whenever any does.
         return (
             (0 if cloudwatch is None else cloudwatch.version)
             + (0 if apps is None else apps.version)
             + (0 if billing is None else billing.version)
+            + (0 if fleet is None else fleet.version)
         )
+
+    def view_store(self) -> Store:
+        """The store of the source the overview shows."""
+        fleet = self.extras.fleet
+        if self.view_source == "fleet" and fleet is not None:
+            return fleet.store
+        return self.feed.store
+
+    def view_groups(self) -> GroupIndex:
+        fleet = self.extras.fleet
+        if self.view_source == "fleet" and fleet is not None:
+            return fleet.groups
+        return self.feed.groups
 
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         if self.extras.budgets is None:
@@ -239,12 +267,12 @@ class BedrockTopApp(App[int]):
         quotas = self.extras.quotas
         return {} if quotas is None else quotas.model_quotas(now)
 
-    def _front(self) -> OverviewScreen | ModelScreen | None:
+    def _front(self) -> OverviewScreen | ModelScreen | GroupScreen | None:
         try:
             screen = self.screen
         except ScreenStackError:  # a refresh timer that fires while the app exits
             return None
-        return screen if isinstance(screen, OverviewScreen | ModelScreen) else None
+        return screen if isinstance(screen, OverviewScreen | ModelScreen | GroupScreen) else None
 
     def _arm_tick(self, delay: float) -> None:
         if self._tick_timer is not None:
@@ -262,6 +290,9 @@ class BedrockTopApp(App[int]):
                 front.refresh_view(now)
         self._sound_alarms(now)
         last = self.feed.store.last_epoch
+        fleet = self.extras.fleet
+        if fleet is not None and fleet.store.last_epoch is not None:
+            last = max(last or 0.0, fleet.store.last_epoch)
         idle = last is None or now - last > IDLE_AFTER_S
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
@@ -330,6 +361,44 @@ class BedrockTopApp(App[int]):
             front.quick_update(self.now())
 
     # -- navigation -----------------------------------------------------------------------------
+    def open_row(self, name: str) -> None:
+        """Open the overview's row: a model's drill-down, or an app's or caller's models."""
+        if self.group_by == "model":
+            self.open_model(name)
+        else:
+            self.push_screen(GroupScreen(self.group_by, name))
+
+    def group_next(self) -> None:
+        """Cycle the overview's rows between models, apps and callers."""
+        index = GROUPINGS.index(self.group_by) if self.group_by in GROUPINGS else -1
+        self.group_by = GROUPINGS[(index + 1) % len(GROUPINGS)]
+        self.notify(f"overview by {self.group_by}", timeout=2)
+        self._refresh_front()
+
+    def next_source(self) -> None:
+        """Switch the overview between this host's log and the fleet (CloudWatch Logs)."""
+        if self.extras.fleet is None:
+            self.notify("the fleet view is off: it needs CloudWatch or --log-group", timeout=4)
+            return
+        self.view_source = "fleet" if self.view_source == "local" else "local"
+        self.notify(f"showing {self.view_source}", timeout=2)
+        self._refresh_front()
+
+    def action_live_tail(self) -> None:
+        fleet = self.extras.fleet
+        if fleet is None:
+            self.notify("the fleet view is off: it needs CloudWatch or --log-group", timeout=4)
+            return
+        on = not fleet.fleet_state().live_tail
+        fleet.set_live_tail(on)
+        self.notify("live tail on (billed per minute)" if on else "live tail off", timeout=3)
+
+    def _refresh_front(self) -> None:
+        front = self._front()
+        if front is not None:
+            front._shown_key = None
+            front.refresh_view(self.now())
+
     def open_model(self, model_id: str) -> None:
         self.push_screen(ModelScreen(model_id))
         self.focus_cloudwatch(model_id)
@@ -484,7 +553,13 @@ def run_app(args: argparse.Namespace) -> int:
         )
         return 2
     from monitor.live import live_extras
-    from monitor.session import SessionError, cloudwatch_wanted, open_session, quotas_wanted
+    from monitor.session import (
+        SessionError,
+        cloudwatch_wanted,
+        fleet_wanted,
+        open_session,
+        quotas_wanted,
+    )
 
     try:
         session = open_session(args, live=True)
@@ -538,9 +613,22 @@ def run_app(args: argparse.Namespace) -> int:
             from monitor.live_billing import LiveBilling
 
             billing = LiveBilling(session, billing_source, cloudwatch_on=source is not None)
+        fleet = None
+        if fleet_wanted(args, config)[0]:
+            from monitor.sources.fleet import FleetSource
+
+            fleet = FleetSource(
+                config.sources.region,
+                config.sources.profile,
+                config.sources.endpoint_url,
+                log_groups=config.sources.log_groups,
+                interval_s=config.sources.fleet_interval_s,
+                live_tail=config.sources.live_tail,
+                since=session.since,
+            )
         app = BedrockTopApp(
             session.feed,
-            extras=live_extras(session, source, apps_source, quota_source, billing),
+            extras=live_extras(session, source, apps_source, quota_source, billing, fleet),
             interval=args.interval or config.ui.refresh_s,
             # --theme, else the configuration's, else $TEXTUAL_THEME, else the default.
             theme=args.theme

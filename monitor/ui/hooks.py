@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
-from monitor.store import Tally
+from monitor.store import Store, Tally
 
 # USD for a model's tally, or None when the model has no known price (shown as "unpriced").
 CostFunction = Callable[[str, Tally], float | None]
@@ -234,6 +235,43 @@ class BillingView(Protocol):
     def billing_panel(self, now: float) -> BillingPanelData | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    """The fleet source (CloudWatch Logs) as the header shows it."""
+
+    state: str
+    log_groups: tuple[str, ...] = ()
+    last_good_epoch: float | None = None
+    requests_per_hour: float = 0.0
+    live_tail: bool = False
+    live_tail_open: bool = False
+    live_tail_minutes: float = 0.0
+    rejected: int = 0
+    message: str = ""
+
+
+class FleetView(Protocol):
+    """Every caller's records from CloudWatch Logs, in a store and group index of their own
+    (never added to the local log's). ``start``/``stop`` run the poller in the app's loop."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def groups(self) -> GroupIndex: ...
+
+    @property
+    def version(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def set_live_tail(self, on: bool) -> None: ...
+
+    def fleet_state(self) -> FleetState: ...
+
+
 @dataclass
 class ScreenExtras:
     """Optional inputs of the live screen; each absent part hides its columns and panels."""
@@ -241,6 +279,7 @@ class ScreenExtras:
     cost: CostFunction | None = None
     budgets: BudgetView | None = None
     cloudwatch: CloudWatchView | None = None
+    fleet: FleetView | None = None
     quotas: QuotaView | None = None
     billing: BillingView | None = None
     notices: list[str] = field(default_factory=list)  # shown once at start (e.g. config warnings)

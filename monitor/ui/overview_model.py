@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.formatting import format_count, format_ms, format_usd
+from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
 from monitor.store import (
     CLIENT_ERRORS,
@@ -290,6 +291,58 @@ def model_row(
         cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")
         sort_values["acct_req"] = -1.0 if account is None else account
     return ModelRow(model_id, cells, sort_values, spend, unpriced, model_id in store)
+
+
+def group_row(
+    index: GroupIndex, dimension: str, name: str, now: float, extras: ScreenExtras
+) -> ModelRow:
+    """A row of the grouped overview (an app, a caller, ...): the model rows' columns, from the
+    group index. ``model_id`` holds the group's name (the row's key)."""
+    rates = index.rates(dimension, name, now, RATE_WINDOW_S)
+    latency = index.latency(dimension, name, now, LATENCY_WINDOW_S)
+    recent = index.failures(dimension, name, now, LATENCY_WINDOW_S)
+    errors, throttles = recent.errors, recent.throttles
+    trend = index.minute_quantiles(dimension, name, now, 0.5, SPARK_POINTS)
+    cells = {
+        "model": Cell(name),
+        "req": Cell(_rate(rates.requests_per_min), "" if rates.requests_per_min else "dim"),
+        "in": Cell(_rate(rates.input_tokens_per_s)),
+        "out": Cell(_rate(rates.output_tokens_per_s)),
+        "p50": Cell(format_ms(latency.p50)),
+        "p99": Cell(format_ms(latency.p99)),
+        "err": Cell(str(errors), "error" if errors else "dim"),
+        "thr": Cell(str(throttles), "warn" if throttles else "dim"),
+        "trend": Cell(sparkline(trend), "spark"),
+        "budget": Cell("", "dim"),
+        "acct_req": Cell("-", "account"),
+    }
+    sort_values: dict[str, float | str] = {
+        "model": name,
+        "req": rates.requests_per_min,
+        "in": rates.input_tokens_per_s,
+        "out": rates.output_tokens_per_s,
+        "p50": latency.p50 if latency.p50 is not None else -1.0,
+        "p99": latency.p99 if latency.p99 is not None else -1.0,
+        "err": errors,
+        "thr": throttles,
+    }
+    spend: float | None = None
+    unpriced = False
+    if extras.cost is not None:
+        priced = []
+        for model_id, tally in index.model_tallies_between(
+            dimension, name, now - SPEND_WINDOW_S, now
+        ).items():
+            cost = extras.cost(model_id, tally)
+            if cost is None:
+                unpriced = unpriced or tally.total_tokens > 0
+            else:
+                priced.append(cost)
+        # Some models unpriced: the group's spend is unknown, not the sum of the rest.
+        spend = None if unpriced or not priced else sum(priced)
+        cells["spend"] = Cell(format_usd(spend), "dim" if spend is None else "")
+        sort_values["spend"] = -1.0 if spend is None else spend
+    return ModelRow(name, cells, sort_values, spend, unpriced, True)
 
 
 def window_rates(store: Store, model_id: str | None, now: float) -> Rates:

@@ -28,7 +28,7 @@ from monitor.store import (
 )
 from monitor.ui import keys
 from monitor.ui.apps_panel import AppsPanel
-from monitor.ui.hooks import BudgetStatus
+from monitor.ui.hooks import BudgetStatus, FleetState
 from monitor.ui.overview_model import (
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
@@ -37,6 +37,7 @@ from monitor.ui.overview_model import (
     columns_for,
     format_age,
     gauge,
+    group_row,
     model_row,
     recent_failures,
     sort_rows,
@@ -110,6 +111,33 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         from monitor.ui.billing_panel import billing_header
 
         billing_header(app.extras.billing.billing_state(), text)
+    fleet = app.extras.fleet
+    if fleet is not None:
+        text.append("\n")
+        text.append(fleet_header(fleet.fleet_state(), now, width))
+    return text
+
+
+def fleet_header(state: FleetState, now: float, width: int) -> Text:
+    """The fleet source's line: its log groups, state, what it costs (requests per hour, Live
+    Tail minutes) and what it rejected."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(" FLEET ", style="bold")
+    groups = state.log_groups
+    shown = _shorten_path(groups[0], max(16, width // 4)) if groups else "no log group"
+    more = f" +{len(groups) - 1}" if len(groups) > 1 else ""
+    text.append(f"logs {shown}{more}: {state.state}")
+    if state.last_good_epoch is not None:
+        text.append(f" · last poll {format_age(now - state.last_good_epoch)} ago")
+    text.append(f" · {state.requests_per_hour:.0f} req/h")
+    if state.live_tail:
+        text.append(f" · live tail {state.live_tail_minutes:.1f} min", style="bold")
+    else:
+        text.append(" · live tail off (l)", style="dim")
+    if state.rejected:
+        text.append(f" · {state.rejected} rejected", style="bold")
+    if state.message:
+        text.append(f" · {printable(state.message)}", style="bold")
     return text
 
 
@@ -122,8 +150,10 @@ class OverviewScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__(id="overview")
         self.filter_text = ""
-        self._sparks = SparkCache()
-        self._shown_key: tuple[int, int, str, str, bool, int, int] | None = None
+        # One per source: the same model id has different latencies in the local log and the
+        # fleet's invocation logs.
+        self._spark_caches = {"local": SparkCache(), "fleet": SparkCache()}
+        self._shown_key: tuple[object, ...] | None = None
         self._known_models: set[str] = set()
         self._visible: list[str] | None = None
 
@@ -149,6 +179,10 @@ class OverviewScreen(Screen[None]):
     def table(self) -> ModelTable:
         return self.query_one(ModelTable)
 
+    @property
+    def _sparks(self) -> SparkCache:
+        return self._spark_caches[self.bt.view_source]
+
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
         self.table.set_sort(self.bt.sort_key, self.bt.sort_reverse)
@@ -165,38 +199,49 @@ class OverviewScreen(Screen[None]):
 
     def refresh_view(self, now: float) -> None:
         app = self.bt
-        store = app.feed.store
+        store = app.view_store()
+        groups = app.view_groups()
+        dimension = app.group_by
         key = (
             store.version,
+            groups.version,
             int(now),
             self.filter_text,
             app.sort_key,
             app.sort_reverse,
             app.extras_version(),
             self.size.width,
+            app.view_source,
+            dimension,
         )
         self.query_one("#sources", TextPanel).show(source_header(app, now, self.size.width))
         if key == self._shown_key:
             return
         self._shown_key = key
         model_ids = store.model_ids()
-        self._known_models = set(model_ids)
+        self._known_models = set(app.feed.store.model_ids())
         cloudwatch = app.extras.cloudwatch
-        if cloudwatch is not None:
-            # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
-            model_ids = sorted(self._known_models.union(cloudwatch.account_model_ids()))
         budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
         quotas = app.quota_statuses(now)
-        every = [
-            model_row(store, m, now, app.extras, self._sparks, budgets, quotas) for m in model_ids
-        ]
+        self.table.set_key_label(dimension)
+        if dimension != "model":
+            model_ids = groups.group_names(dimension)
+            every = [group_row(groups, dimension, n, now, app.extras) for n in model_ids]
+        else:
+            if cloudwatch is not None:
+                # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
+                model_ids = sorted(set(model_ids).union(cloudwatch.account_model_ids()))
+            every = [
+                model_row(store, m, now, app.extras, self._sparks, budgets, quotas)
+                for m in model_ids
+            ]
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
             app.sort_key,
             app.sort_reverse,
         )
-        if cloudwatch is not None:
+        if cloudwatch is not None and dimension == "model":
             shown = [row.model_id for row in rows]
             if shown != self._visible:
                 self._visible = shown
@@ -227,11 +272,11 @@ class OverviewScreen(Screen[None]):
         self, now: float, rows: Sequence[ModelRow], budgets: Sequence[BudgetStatus]
     ) -> Text:
         app = self.bt
-        latency = self._sparks.total_latency(app.feed.store, now)
+        latency = self._sparks.total_latency(app.view_store(), now)
         summary = totals(rows, latency, app.extras, budgets)
         rates = Text(no_wrap=True, overflow="ellipsis")
-        rates.append(" LOCAL ", style="bold")
-        rates.append(f"{summary.models} models · ")
+        rates.append(f" {app.view_source.upper()} ", style="bold")
+        rates.append(f"{summary.models} {app.group_by}s · ")
         rates.append(f"{_num(summary.requests_per_min)} req/min · ")
         rates.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
         rates.append(f"out {_num(summary.output_tokens_per_s)} tok/s")
@@ -247,10 +292,17 @@ class OverviewScreen(Screen[None]):
         if summary.budget is not None:
             budget = summary.budget
             figures.append(f" · {printable(budget.name)} {gauge(budget.fraction)}")
-        legend = Text(
-            " local = this host's usage log, real time (rates over 1m, latency over 5m)",
-            style="dim",
-        )
+        if app.view_source == "fleet":
+            legend = Text(
+                " fleet = every caller's invocation logs in CloudWatch Logs, seconds late "
+                "(f: local)",
+                style="dim",
+            )
+        else:
+            legend = Text(
+                " local = this host's usage log, real time (rates over 1m, latency over 5m)",
+                style="dim",
+            )
         if app.extras.cloudwatch is not None:
             legend.append(" · acct = CloudWatch, all callers, per minute, minutes late")
         if len(rates) + 3 + len(figures) <= self.size.width:
@@ -261,12 +313,18 @@ class OverviewScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
     def on_model_table_opened(self, message: ModelTable.Opened) -> None:
-        self.bt.open_model(message.model_id)
+        self.bt.open_row(message.model_id)
 
     def action_open_model(self) -> None:
         model_id = self.table.cursor_model
         if model_id is not None:
-            self.bt.open_model(model_id)
+            self.bt.open_row(model_id)
+
+    def action_group_next(self) -> None:
+        self.bt.group_next()
+
+    def action_next_source(self) -> None:
+        self.bt.next_source()
 
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)
@@ -392,7 +450,7 @@ class ModelScreen(Screen[None]):
 
     def refresh_view(self, now: float) -> None:
         app = self.bt
-        store = app.feed.store
+        store = app.view_store()
         label, window = WINDOWS[app.window_index]
         key = (store.version, int(now), self.model_id, window, app.extras_version(), self.size)
         if key == self._shown_key:
@@ -408,7 +466,7 @@ class ModelScreen(Screen[None]):
             self._recent()
 
     def _title(self, now: float, label: str) -> None:
-        store = self.bt.feed.store
+        store = self.bt.view_store()
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" MODEL ", style="bold reverse")
         text.append(f" {printable(self.model_id)}", style="bold")
@@ -417,7 +475,7 @@ class ModelScreen(Screen[None]):
             text.append(f"  (base model {printable(base)})")
         rates = store.rates(self.model_id, now, RATE_WINDOW_S)
         latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
-        text.append("\n LOCAL ", style="bold")
+        text.append(f"\n {self.bt.view_source.upper()} ", style="bold")
         text.append(
             f"{_num(rates.requests_per_min)} req/min · in {_num(rates.input_tokens_per_s)} tok/s"
             f" · out {_num(rates.output_tokens_per_s)} tok/s · p50 {format_ms(latency.p50)}"
@@ -430,7 +488,7 @@ class ModelScreen(Screen[None]):
     def _series(self, now: float, window: int, index: int | tuple[int, ...]) -> list[float | None]:
         """Per-second values for windows up to 15 minutes, else per-minute values divided by 60
         (so both read as a rate per second)."""
-        store = self.bt.feed.store
+        store = self.bt.view_store()
         indices = index if isinstance(index, tuple) else (index,)
         if window <= 900:
             parts = [store.second_series(self.model_id, now, i, window) for i in indices]
@@ -450,7 +508,7 @@ class ModelScreen(Screen[None]):
         # seconds, not at every refresh.
         if cached is not None and points > 60 and now - cached[0] < QUANTILE_REFRESH_S:
             return cached[1]
-        values = self.bt.feed.store.minute_quantiles(self.model_id, now, q, points, ttft=ttft)
+        values = self.bt.view_store().minute_quantiles(self.model_id, now, q, points, ttft=ttft)
         self._quantiles[key] = (now, values)
         return values
 
@@ -477,14 +535,14 @@ class ModelScreen(Screen[None]):
             values = self._quantile_series(now, window, q, ttft)
             self.query_one(chart_id, Chart).show(values, summary(values, "ms"))
         failures = self._series(now, window, (CLIENT_ERRORS, SERVER_ERRORS, THROTTLES))
-        tally = self.bt.feed.store.tally_between(self.model_id, now - window, now)
+        tally = self.bt.view_store().tally_between(self.model_id, now - window, now)
         self.query_one("#chart-errors", Chart).show(
             failures,
             f"err {tally.errors} · thr {tally.throttles} in window",
         )
 
     def _cache(self, now: float, window: int, label: str) -> None:
-        tally = self.bt.feed.store.tally_between(self.model_id, now - window, now)
+        tally = self.bt.view_store().tally_between(self.model_id, now - window, now)
         total_input = (
             tally.input_tokens + tally.cache_read_input_tokens + tally.cache_write_input_tokens
         )
@@ -589,7 +647,7 @@ class ModelScreen(Screen[None]):
         self.query_one("#budgets", TextPanel).show(text)
 
     def _recent(self) -> None:
-        records = self.bt.feed.store.recent_requests(self.model_id, RECENT_ROWS)
+        records = self.bt.view_store().recent_requests(self.model_id, RECENT_ROWS)
         ids = tuple(record.request_id for record in records)
         if ids == self._recent_shown:
             return
@@ -633,6 +691,80 @@ class ModelScreen(Screen[None]):
         app = self.bt
         app.window_index = (app.window_index + 1) % len(WINDOWS)
         self.refresh_view(app.now())
+
+
+class GroupScreen(Screen[None]):
+    """One app or caller: its totals and rates, and the models it used."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keys.bindings("model")[:1]  # type: ignore[assignment]
+
+    def __init__(self, dimension: str, name: str) -> None:
+        super().__init__(id="group")
+        self.dimension = dimension
+        self.group_name = name
+        self._shown_key: tuple[object, ...] | None = None
+
+    @property
+    def bt(self) -> BedrockTopApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TextPanel(id="group-title")
+        with VerticalScroll(id="group-body"):
+            yield TextPanel(id="group-models", classes="panel")
+        yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self._shown_key = None
+        self.refresh_view(self.bt.now())
+
+    def quick_update(self, now: float) -> None:
+        """Nothing between refreshes."""
+
+    def refresh_view(self, now: float) -> None:
+        app = self.bt
+        groups = app.view_groups()
+        key = (groups.version, int(now), self.size)
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        source = app.view_source.upper()
+        rates = groups.rates(self.dimension, self.group_name, now, RATE_WINDOW_S)
+        latency = groups.latency(self.dimension, self.group_name, now, LATENCY_WINDOW_S)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(f" {self.dimension.upper()} ", style="bold reverse")
+        title.append(f" {self.group_name}", style="bold")
+        title.append(f"\n {source} ", style="bold")
+        title.append(
+            f"{_num(rates.requests_per_min)} req/min · in {_num(rates.input_tokens_per_s)} tok/s"
+            f" · out {_num(rates.output_tokens_per_s)} tok/s · p50 {format_ms(latency.p50)}"
+            f" · p99 {format_ms(latency.p99)}"
+        )
+        self.query_one("#group-title", TextPanel).show(title)
+        cost = app.extras.cost
+        body = Text(no_wrap=True, overflow="ellipsis")
+        body.append(
+            f"{'model':<48} {'req':>8} {'in tok':>10} {'out tok':>10} {'cache r':>9} "
+            f"{'err':>5} {'thr':>5} {'cost':>9}\n",
+            style="bold",
+        )
+        shares = groups.model_tallies(self.dimension, self.group_name)
+        ordered = sorted(shares.items(), key=lambda item: (-item[1].total_tokens, item[0]))
+        for model_id, tally in ordered:
+            spent = cost(model_id, tally) if cost is not None else None
+            body.append(
+                f"{model_id[:48]:<48} {format_count(tally.requests):>8} "
+                f"{format_count(tally.input_tokens):>10} {format_count(tally.output_tokens):>10} "
+                f"{format_count(tally.cache_read_input_tokens):>9} {tally.errors:>5} "
+                f"{tally.throttles:>5} {format_usd(spent) if cost is not None else '':>9}\n"
+            )
+        if not ordered:
+            body.append("no calls in the report window", style="dim")
+        body.append("\nsince the start of the report window (--since)", style="dim")
+        self.query_one("#group-models", TextPanel).show(body)
+
+    def action_back(self) -> None:
+        self.bt.pop_screen()
 
 
 class HelpScreen(ModalScreen[None]):

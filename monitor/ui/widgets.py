@@ -8,6 +8,7 @@ whose text changed, which is what keeps a 1 s refresh of twenty busy models chea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -113,6 +114,15 @@ class ModelTable(Widget, can_focus=True):
         if not self._rows:
             return None
         return self._rows[min(self._cursor, len(self._rows) - 1)].model_id
+
+    def set_key_label(self, label: str) -> None:
+        """Name the first column after what the rows are (model, app, caller, ...)."""
+        first = self._all_columns[0]
+        if first.label == label:
+            return
+        self._all_columns[0] = replace(first, label=label)
+        self._layout_width = -1
+        self._relayout()
 
     def set_sort(self, key: str, reverse: bool) -> None:
         self._sort_key, self._reverse = key, reverse

@@ -1,0 +1,407 @@
+"""Usage grouped by a key of the record (app, caller, and later region or account): pure, no I/O.
+
+The per-model :class:`~monitor.store.Store` stays as it is; a :class:`GroupIndex` beside it keeps
+what the grouped overview and the report's ``apps`` / ``callers`` lists show: counts since the
+report window's start, per second for the rate window, per minute for the last hour (spend, the
+latency trend). Each count is kept once, under the record's names in every dimension together
+(``(app, caller)``) and its model, so that the ingest cost per record does not grow with the
+number of dimensions; a dimension's groups are summed from those cells when a view asks, once per
+second at most. The dimension is a value (a name in :data:`DIMENSIONS`), so a new grouping is one
+more entry there, not a copy of this code.
+
+Cardinality is bounded: at most ``max_groups`` groups per dimension (and as many models per
+group) are kept; records of any further name are folded into :data:`OTHER`, and the folded names
+are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Final
+
+from monitor.records import UsageRecord
+from monitor.store import (
+    ABORTED,
+    CACHE_READ,
+    CACHE_WRITE,
+    CLIENT_ERRORS,
+    ESTIMATED,
+    INPUT,
+    OUTPUT,
+    REQUESTS,
+    SERVER_ERRORS,
+    THROTTLES,
+    LatencySketch,
+    Percentiles,
+    Rates,
+    Tally,
+)
+
+MAX_GROUPS: Final = 200
+OTHER: Final = "(other)"
+NO_VALUE: Final = "(none)"
+SECOND_WINDOW_S: Final = 300  # rates over 1 minute, errors and throttles over 5
+MINUTE_WINDOW_S: Final = 3600  # spend over the last hour, the 12-minute latency trend
+# Request ids looked at for duplicates (the last record of a request id wins, as in the store).
+DEDUP_WINDOW: Final = 20_000
+# Folded names are counted exactly up to this many, then reported as "at least".
+MAX_COUNTED_FOLDED: Final = 100_000
+
+_WIDTH: Final = 10  # the Tally fields, in order
+_STATUS_SLOT: Final[Mapping[str, int]] = {
+    "client_error": CLIENT_ERRORS,
+    "server_error": SERVER_ERRORS,
+    "throttled": THROTTLES,
+    "aborted": ABORTED,
+}
+
+
+def _model_key(record: UsageRecord) -> str:
+    return record.model_id
+
+
+def _app_key(record: UsageRecord) -> str:
+    return record.app or NO_VALUE
+
+
+def _caller_key(record: UsageRecord) -> str:
+    return record.caller or NO_VALUE
+
+
+# The grouping dimensions: name -> the key of a record. "model" is the store's own grouping.
+DIMENSIONS: Final[Mapping[str, Callable[[UsageRecord], str]]] = {
+    "model": _model_key,
+    "app": _app_key,
+    "caller": _caller_key,
+}
+
+
+def _vector() -> list[int]:
+    return [0] * _WIDTH
+
+
+def _merge(total: list[int], vector: list[int]) -> None:
+    # Written out: a loop over the ten slots costs three times as much.
+    total[0] += vector[0]
+    total[1] += vector[1]
+    total[2] += vector[2]
+    total[3] += vector[3]
+    total[4] += vector[4]
+    total[5] += vector[5]
+    total[6] += vector[6]
+    total[7] += vector[7]
+    total[8] += vector[8]
+    total[9] += vector[9]
+
+
+def _add(vector: list[int], record: UsageRecord, sign: int) -> None:
+    vector[REQUESTS] += sign
+    vector[INPUT] += sign * record.input_tokens
+    vector[OUTPUT] += sign * record.output_tokens
+    if record.cache_read_input_tokens:
+        vector[CACHE_READ] += sign * record.cache_read_input_tokens
+    if record.cache_write_input_tokens:
+        vector[CACHE_WRITE] += sign * record.cache_write_input_tokens
+    slot = _STATUS_SLOT.get(record.status)
+    if slot is not None:
+        vector[slot] += sign
+    if record.token_source == "estimate":
+        vector[ESTIMATED] += sign
+
+
+Names = tuple[str, ...]  # a record's group in each dimension, in the index's order
+Cell = tuple[Names, str]  # (names, model id)
+
+
+class _View:
+    """One dimension's groups, summed from the cells at one moment."""
+
+    __slots__ = ("hour", "latency", "recent", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[int, list[int]]] = {}  # name -> second -> counts
+        self.hour: dict[str, dict[int, dict[str, list[int]]]] = {}  # name -> minute -> model
+        self.latency: dict[str, dict[int, LatencySketch]] = {}  # name -> minute -> sketch
+        self.recent: set[str] = set()
+
+
+class GroupIndex:
+    """Per-group usage for several dimensions, fed the same records as a :class:`Store`.
+    Feed it from one thread only."""
+
+    def __init__(
+        self,
+        dimensions: Sequence[str] = ("app", "caller"),
+        *,
+        since: float | None = None,
+        max_groups: int = MAX_GROUPS,
+    ) -> None:
+        unknown = [name for name in dimensions if name not in DIMENSIONS]
+        if unknown:
+            raise ValueError(f"unknown grouping dimension(s): {', '.join(unknown)}")
+        self.since = since
+        self.max_groups = max(1, max_groups)
+        self.version = 0
+        self._names = list(dimensions)
+        self._keys = [DIMENSIONS[name] for name in dimensions]
+        self._pair = len(self._keys) == 2
+        self._kept: list[set[str]] = [set() for _ in dimensions]
+        self._folded_names: list[set[str]] = [set() for _ in dimensions]
+        self._folded_records = [0] * len(dimensions)
+        self._since: dict[Cell, list[int]] = {}
+        self._seconds: dict[int, dict[Cell, list[int]]] = {}
+        self._minutes: dict[int, dict[Cell, list[int]]] = {}
+        self._latency: dict[int, dict[Names, LatencySketch]] = {}
+        self._seen: dict[str, UsageRecord] = {}
+        self._seen_order: deque[str] = deque()
+        self._pruned_at = -1
+        self._views: dict[str, tuple[int, int, _View]] = {}
+        self._since_views: dict[str, tuple[int, dict[str, dict[str, list[int]]]]] = {}
+
+    @property
+    def dimensions(self) -> list[str]:
+        return list(self._names)
+
+    # -- ingest ---------------------------------------------------------------------------------
+    def ingest(self, records: Iterable[UsageRecord], now: float) -> None:
+        """Add records (any order). A request id seen again replaces the earlier record."""
+        batch = records if isinstance(records, list) else list(records)
+        if not batch:
+            return
+        seen = self._seen
+        order = self._seen_order
+        apply = self._apply
+        for record in batch:
+            request_id = record.request_id
+            if request_id:
+                previous = seen.get(request_id)
+                if previous is not None:  # rare: a repeated line, a log read twice
+                    apply(previous, -1, now)
+                else:
+                    order.append(request_id)
+                seen[request_id] = record
+            apply(record, 1, now)
+        while len(order) > DEDUP_WINDOW:
+            seen.pop(order.popleft(), None)
+        self.version += 1
+        self.prune(now)
+
+    def _names_of(self, record: UsageRecord, sign: int) -> Names:
+        """The record's group in each dimension: its own name while there is room for it, else
+        ``(other)`` (and the name is counted as folded)."""
+        names = []
+        for index, key in enumerate(self._keys):
+            name = key(record)
+            kept = self._kept[index]
+            if name not in kept:
+                if len(kept) < self.max_groups:
+                    kept.add(name)
+                else:
+                    if sign > 0:
+                        self._folded_records[index] += 1
+                        folded = self._folded_names[index]
+                        if len(folded) < MAX_COUNTED_FOLDED:
+                            folded.add(name)
+                    name = OTHER
+            names.append(name)
+        return tuple(names)
+
+    def _apply(self, record: UsageRecord, sign: int, now: float) -> None:
+        epoch = record.ts.timestamp()
+        in_since = self.since is None or epoch >= self.since
+        in_minutes = epoch >= now - MINUTE_WINDOW_S
+        if not (in_since or in_minutes):
+            return
+        if self._pair:  # the usual two dimensions, without the general loop
+            first, second_name = self._keys[0](record), self._keys[1](record)
+            if first in self._kept[0] and second_name in self._kept[1]:
+                names: Names = (first, second_name)
+            else:
+                names = self._names_of(record, sign)
+        else:
+            names = self._names_of(record, sign)
+        cell = (names, record.model_id)
+        if in_since:
+            vector = self._since.get(cell)
+            if vector is None:
+                vector = self._since[cell] = _vector()
+            _add(vector, record, sign)
+        if not in_minutes:
+            return
+        second = int(epoch)
+        minute = second // 60
+        cells = self._minutes.get(minute)
+        if cells is None:
+            cells = self._minutes[minute] = {}
+        vector = cells.get(cell)
+        if vector is None:
+            vector = cells[cell] = _vector()
+        _add(vector, record, sign)
+        if epoch >= now - SECOND_WINDOW_S:
+            cells = self._seconds.get(second)
+            if cells is None:
+                cells = self._seconds[second] = {}
+            vector = cells.get(cell)
+            if vector is None:
+                vector = cells[cell] = _vector()
+            _add(vector, record, sign)
+        if record.status not in _STATUS_SLOT:  # latency is a property of successful calls
+            sketches = self._latency.get(minute)
+            if sketches is None:
+                sketches = self._latency[minute] = {}
+            sketch = sketches.get(cell[0])
+            if sketch is None:
+                sketch = sketches[cell[0]] = LatencySketch()
+            sketch.add(record.latency_ms, sign)
+
+    def prune(self, now: float) -> None:
+        """Drop per-second and per-minute counts that have left their windows (at most once a
+        second)."""
+        if int(now) <= self._pruned_at:
+            return
+        self._pruned_at = int(now)
+        second_floor = int(now) - SECOND_WINDOW_S
+        minute_floor = (int(now) - MINUTE_WINDOW_S) // 60
+        for key in [k for k in self._seconds if k < second_floor]:
+            del self._seconds[key]
+        for tier in (self._minutes, self._latency):
+            for key in [k for k in tier if k < minute_floor]:
+                del tier[key]
+
+    # -- views ----------------------------------------------------------------------------------
+    def _index(self, dimension: str) -> int:
+        if dimension not in self._names:
+            raise KeyError(f"{dimension!r} is not grouped here (grouped: {self.dimensions})")
+        return self._names.index(dimension)
+
+    def _since_view(self, dimension: str) -> dict[str, dict[str, list[int]]]:
+        """name -> model -> counts since the report window's start."""
+        index = self._index(dimension)
+        cached = self._since_views.get(dimension)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        view: dict[str, dict[str, list[int]]] = {}
+        for (names, model_id), vector in self._since.items():
+            models = view.setdefault(names[index], {})
+            total = models.get(model_id)
+            if total is None:
+                key = model_id if len(models) < self.max_groups else OTHER
+                total = models.setdefault(key, _vector())
+            _merge(total, vector)
+        self._since_views[dimension] = (self.version, view)
+        return view
+
+    def _view(self, dimension: str, now: float) -> _View:
+        """The per-second and per-minute groups of a dimension, summed once per second."""
+        index = self._index(dimension)
+        cached = self._views.get(dimension)
+        if cached is not None and cached[0] == self.version and cached[1] == int(now):
+            return cached[2]
+        view = _View()
+        for second, cells in self._seconds.items():
+            for (names, _model), vector in cells.items():
+                per_second = view.seconds.setdefault(names[index], {})
+                total = per_second.get(second)
+                if total is None:
+                    total = per_second[second] = _vector()
+                _merge(total, vector)
+        for minute, cells in self._minutes.items():
+            for (names, model_id), vector in cells.items():
+                per_model = view.hour.setdefault(names[index], {}).setdefault(minute, {})
+                total = per_model.get(model_id)
+                if total is None:
+                    total = per_model[model_id] = _vector()
+                _merge(total, vector)
+        for minute, sketches in self._latency.items():
+            for names, sketch in sketches.items():
+                per_minute = view.latency.setdefault(names[index], {})
+                kept = per_minute.get(minute)
+                if kept is None:
+                    kept = per_minute[minute] = LatencySketch()
+                kept.merge(sketch)
+        self._views[dimension] = (self.version, int(now), view)
+        return view
+
+    # -- queries --------------------------------------------------------------------------------
+    def group_names(self, dimension: str) -> list[str]:
+        """Groups with calls since the report window's start or within the last hour."""
+        names = set(self._since_view(dimension))
+        index = self._index(dimension)
+        for cells in self._minutes.values():
+            names.update(names_[index] for names_, _model in cells)
+        return sorted(names)
+
+    def folded(self, dimension: str) -> tuple[int, int]:
+        """(names folded into ``(other)``, records of theirs) for a dimension."""
+        index = self._index(dimension)
+        return len(self._folded_names[index]), self._folded_records[index]
+
+    def since_tally(self, dimension: str, name: str) -> Tally:
+        total = _vector()
+        for vector in self._since_view(dimension).get(name, {}).values():
+            _merge(total, vector)
+        return Tally(*total)
+
+    def model_tallies(self, dimension: str, name: str) -> dict[str, Tally]:
+        """Each model's share of a group since the report window's start (zero rows left out)."""
+        models = self._since_view(dimension).get(name, {})
+        return {model: Tally(*vector) for model, vector in models.items() if any(vector)}
+
+    def rates(self, dimension: str, name: str, now: float, window_s: int = 60) -> Rates:
+        """Requests per minute and tokens per second over the whole seconds [now - w, now)."""
+        sums = self._second_sums(dimension, name, now, window_s)
+        return Rates(
+            requests_per_min=sums[REQUESTS] * 60.0 / window_s,
+            input_tokens_per_s=sums[INPUT] / window_s,
+            output_tokens_per_s=sums[OUTPUT] / window_s,
+        )
+
+    def failures(self, dimension: str, name: str, now: float, window_s: int = 300) -> Tally:
+        """Counts over the last ``window_s`` seconds (errors, throttles)."""
+        return Tally(*self._second_sums(dimension, name, now, window_s))
+
+    def _second_sums(self, dimension: str, name: str, now: float, window_s: int) -> list[int]:
+        total = _vector()
+        end = math.ceil(now)
+        start = end - min(window_s, SECOND_WINDOW_S)
+        for second, vector in self._view(dimension, now).seconds.get(name, {}).items():
+            if start <= second < end:
+                _merge(total, vector)
+        return total
+
+    def latency(self, dimension: str, name: str, now: float, window_s: int = 300) -> Percentiles:
+        """Latency of successful calls over the whole minutes that overlap the window."""
+        last = int(now) // 60
+        first = (int(now) - window_s) // 60 + 1
+        merged = LatencySketch()
+        for minute, sketch in self._view(dimension, now).latency.get(name, {}).items():
+            if first <= minute <= last:
+                merged.merge(sketch)
+        return merged.percentiles()
+
+    def minute_quantiles(
+        self, dimension: str, name: str, now: float, q: float, points: int
+    ) -> list[float | None]:
+        """One latency quantile per minute, oldest first, None where the minute had no call."""
+        sketches = self._view(dimension, now).latency.get(name, {})
+        last = int(now) // 60
+        values: list[float | None] = []
+        for minute in range(last - points + 1, last + 1):
+            sketch = sketches.get(minute)
+            values.append(None if sketch is None else sketch.quantile(q))
+        return values
+
+    def model_tallies_between(
+        self, dimension: str, name: str, start: float, end: float
+    ) -> dict[str, Tally]:
+        """Each model's counts over the whole minutes in [start, end) (within the last hour);
+        for a window that ends now."""
+        first, last = int(start) // 60, math.ceil(end) // 60
+        totals: dict[str, list[int]] = {}
+        for minute, per_model in self._view(dimension, end).hour.get(name, {}).items():
+            if first <= minute <= last:
+                for model, vector in per_model.items():
+                    _merge(totals.setdefault(model, _vector()), vector)
+        return {model: Tally(*vector) for model, vector in totals.items() if any(vector)}

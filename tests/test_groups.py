@@ -1,0 +1,124 @@
+"""The group index: per-app and per-caller totals against hand sums, windows, and the bound."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from monitor.groups import NO_VALUE, OTHER, GroupIndex
+from monitor.records import UsageRecord
+
+NOW = 1_796_000_000.0
+Make = Callable[..., UsageRecord]
+
+
+def test_totals_equal_hand_sums(make: Make) -> None:
+    rng = random.Random(3)
+    apps = ["bot", "etl", None]
+    callers = ["role-a/s1", "role-b/s2", "user/alice"]
+    models = ["m.one", "m.two", "m.three"]
+    records = [
+        make(
+            epoch=NOW - rng.uniform(0, 3000),
+            app=rng.choice(apps),
+            caller=rng.choice(callers),
+            model_id=rng.choice(models),
+            input_tokens=rng.randint(0, 5000),
+            output_tokens=rng.randint(0, 900),
+            cache_read_input_tokens=rng.randint(0, 50),
+            status=rng.choice(["ok", "ok", "ok", "throttled", "client_error", "server_error"]),
+        )
+        for _ in range(2000)
+    ]
+    index = GroupIndex(since=NOW - 3600)
+    for start in range(0, len(records), 333):
+        index.ingest(records[start : start + 333], NOW)
+    for dimension, key in (("app", lambda r: r.app or NO_VALUE), ("caller", lambda r: r.caller)):
+        expected: dict[str, Counter[str]] = defaultdict(Counter)
+        by_model: dict[tuple[str, str], int] = Counter()
+        for r in records:
+            totals = expected[key(r)]
+            totals["requests"] += 1
+            totals["input"] += r.input_tokens
+            totals["output"] += r.output_tokens
+            totals["cache_read"] += r.cache_read_input_tokens
+            totals["throttles"] += r.status == "throttled"
+            totals["errors"] += r.status in ("client_error", "server_error")
+            by_model[(key(r), r.model_id)] += r.output_tokens
+        assert index.group_names(dimension) == sorted(expected)
+        for name, totals in expected.items():
+            tally = index.since_tally(dimension, name)
+            assert tally.requests == totals["requests"]
+            assert tally.input_tokens == totals["input"]
+            assert tally.output_tokens == totals["output"]
+            assert tally.cache_read_input_tokens == totals["cache_read"]
+            assert tally.throttles == totals["throttles"]
+            assert tally.errors == totals["errors"]
+            split = index.model_tallies(dimension, name)
+            assert sum(t.requests for t in split.values()) == totals["requests"]
+            for model, tally in split.items():
+                assert tally.output_tokens == by_model[(name, model)]
+
+
+def test_a_request_id_seen_again_is_one_request(make: Make) -> None:
+    index = GroupIndex(since=NOW - 3600)
+    first = make(epoch=NOW - 10, app="bot", request_id="dup-1", input_tokens=10)
+    again = make(epoch=NOW - 10, app="bot", request_id="dup-1", input_tokens=30)
+    index.ingest([first], NOW)
+    index.ingest([again, make(epoch=NOW - 5, app="bot")], NOW)
+    tally = index.since_tally("app", "bot")
+    assert tally.requests == 2
+    assert tally.input_tokens == 30 + 100  # the last record of a request id wins
+
+
+def test_windows(make: Make) -> None:
+    index = GroupIndex(since=NOW - 3600)
+    index.ingest(
+        [
+            make(epoch=NOW - 30, app="bot", input_tokens=600, output_tokens=60),
+            make(epoch=NOW - 45, app="bot", input_tokens=600, output_tokens=60, latency_ms=900),
+            make(epoch=NOW - 200, app="bot", status="throttled"),
+            make(epoch=NOW - 1800, app="bot", input_tokens=5),  # in the hour, not in the rates
+            make(epoch=NOW - 7200, app="bot", input_tokens=7),  # before the report window
+        ],
+        NOW,
+    )
+    rates = index.rates("app", "bot", NOW)
+    assert rates.requests_per_min == pytest.approx(2.0)
+    assert rates.input_tokens_per_s == pytest.approx(1200 / 60)
+    failures = index.failures("app", "bot", NOW)
+    assert failures.throttles == 1 and failures.requests == 3
+    latency = index.latency("app", "bot", NOW)
+    assert latency.count == 2 and latency.max == pytest.approx(900)
+    assert index.since_tally("app", "bot").requests == 4
+    hour = index.model_tallies_between("app", "bot", NOW - 3600, NOW)
+    assert sum(t.requests for t in hour.values()) == 4
+    trend = index.minute_quantiles("app", "bot", NOW, 0.5, 12)
+    assert len(trend) == 12 and trend[-2] == pytest.approx(
+        500, rel=0.05
+    )  # NOW is 20 s into its minute
+
+
+def test_groups_are_bounded_and_the_rest_folded_and_counted(make: Make) -> None:
+    index = GroupIndex(since=NOW - 3600, max_groups=200)
+    records = [make(epoch=NOW - 1, app=f"app-{n:04d}", caller="c") for n in range(260)]
+    records += [make(epoch=NOW - 1, app="app-0000", caller="c")]  # a kept group stays kept
+    records += [make(epoch=NOW - 1, app="app-0250", caller="c")]  # a folded one stays folded
+    index.ingest(records, NOW)
+    names = index.group_names("app")
+    assert len(names) == 201 and OTHER in names
+    assert index.since_tally("app", OTHER).requests == 61
+    assert index.since_tally("app", "app-0000").requests == 2
+    assert index.folded("app") == (60, 61)
+    assert sum(index.since_tally("app", n).requests for n in names) == len(records)
+    assert index.folded("caller") == (0, 0)
+
+
+def test_unknown_dimension_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown grouping dimension"):
+        GroupIndex(("app", "colour"))
+    with pytest.raises(KeyError):
+        GroupIndex(("app",)).group_names("caller")
