@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 from monitor.formatting import parse_since, printable
@@ -170,36 +170,14 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
 def run_once(args: argparse.Namespace) -> int:
     from monitor.report import render_json, render_line, render_table
-    from monitor.session import SessionError, open_session
+    from monitor.session import SessionError
 
     now = getattr(args, "now_epoch", None) or time.time()
     try:
-        session = open_session(args, now=now)
+        report = once_report(args, now)
     except SessionError as err:
         print(f"bedrock-top: {err}", file=sys.stderr)
         return 2
-    try:
-        session.feed.catch_up()
-        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
-        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
-        model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
-        quotas, quotas_state = session.quotas_once(
-            args, now, model_ids, cloudwatch_state.get("state")
-        )
-        report = session.report(
-            now,
-            sources_extra={
-                "cloudwatch": cloudwatch_state,
-                "apps_cloudwatch": apps_state,
-                "service_quotas": quotas_state,
-            },
-            cloudwatch=cloudwatch,
-            quotas=quotas,
-        )
-        # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
-        report["apps_cloudwatch"] = apps_cloudwatch
-    finally:
-        session.close()
     fmt = args.format or "table"
     if fmt == "json":
         text = render_json(report) + "\n"
@@ -260,6 +238,36 @@ def plain_for_locale(text: str) -> str:
 
 
 ASCII_FALLBACK = str.maketrans({"—": "-", "–": "-", "…": "...", "·": "-", "→": "->", "←": "<-"})
+
+
+def once_report(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """The report of ``--once`` at the clock reading ``now``. Raises SessionError."""
+    from monitor.session import open_session
+
+    session = open_session(args, now=now)
+    try:
+        session.feed.catch_up()
+        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
+        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
+        model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
+        quotas, quotas_state = session.quotas_once(
+            args, now, model_ids, cloudwatch_state.get("state")
+        )
+        report = session.report(
+            now,
+            sources_extra={
+                "cloudwatch": cloudwatch_state,
+                "apps_cloudwatch": apps_state,
+                "service_quotas": quotas_state,
+            },
+            cloudwatch=cloudwatch,
+            quotas=quotas,
+        )
+        # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
+        report["apps_cloudwatch"] = apps_cloudwatch
+        return report
+    finally:
+        session.close()
 
 
 def run_live(args: argparse.Namespace) -> int:
