@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from monitor.formatting import parse_since, printable
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
-    pass
+    from monitor.feed import LocalFeed
 
 SUBCOMMANDS = ("run", "init-config", "config")
 DEFAULT_SINCE = "1h"
@@ -240,13 +240,19 @@ def plain_for_locale(text: str) -> str:
 ASCII_FALLBACK = str.maketrans({"—": "-", "–": "-", "…": "...", "·": "-", "→": "->", "←": "<-"})
 
 
-def once_report(args: argparse.Namespace, now: float) -> dict[str, Any]:
-    """The report of ``--once`` at the clock reading ``now``. Raises SessionError."""
+def once_report(
+    args: argparse.Namespace, now: float, catch_up: Callable[[LocalFeed], object] | None = None
+) -> dict[str, Any]:
+    """The report of ``--once`` at the clock reading ``now``; ``catch_up`` reads the logs
+    (default ``LocalFeed.catch_up``). Raises SessionError."""
     from monitor.session import open_session
 
     session = open_session(args, now=now)
     try:
-        session.feed.catch_up()
+        if catch_up is None:
+            session.feed.catch_up()
+        else:
+            catch_up(session.feed)
         cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
         apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
         model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from monitor.cli import parse_args
+from monitor.feed import LocalFeed
 from monitor.records import record_line
 
 NOW = 1_790_000_123.456
@@ -112,7 +115,12 @@ def write_corpus(directory: Path, records: int = 24_000, seed: int = 13) -> list
     return paths
 
 
-def once_json(directory: Path, since: str, now: float = NOW) -> str:
+def once_json(
+    directory: Path,
+    since: str,
+    now: float = NOW,
+    catch_up: Callable[[LocalFeed], object] | None = None,
+) -> str:
     """``bedrock-top --once --json --since SINCE --no-cloudwatch`` at a fixed clock, with the
     scratch directory named as ``<logs>`` so that the text does not depend on it."""
     from monitor.cli import once_report
@@ -134,7 +142,7 @@ def once_json(directory: Path, since: str, now: float = NOW) -> str:
         ]
     )
     args.since_epoch = now - {"1h": 3600, "24h": 86400, "7d": 7 * 86400}[since]
-    return render_json(once_report(args, now)).replace(str(directory), "<logs>")
+    return render_json(once_report(args, now, catch_up)).replace(str(directory), "<logs>")
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +165,40 @@ def test_report_is_byte_for_byte_the_record_by_record_one(corpus: Path, since: s
     assert log["rejected"] > 0 and len(log["files"]) == 3
     assert report["totals"]["local"]["requests"] > 0
     assert text + "\n" == fixture.read_text()
+
+
+def split_catch_up(feed: LocalFeed) -> None:
+    """The older half read by a second process, whatever the size."""
+    feed.catch_up(split_min_bytes=0)
+
+
+def history_behind(feed: LocalFeed) -> None:
+    """The live screen's start: the newest 20 minutes first, the rest read by another
+    process and merged when it is done."""
+    feed.catch_up_recent(20 * 60, history_min_bytes=0)
+    assert feed.history is not None
+    deadline = time.monotonic() + 60
+    while not feed.finish_history():
+        assert time.monotonic() < deadline, "the history was never merged"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("since", ["1h", "24h", "7d"])
+def test_a_catch_up_split_across_processes_gives_the_same_report(corpus: Path, since: str) -> None:
+    assert (
+        once_json(corpus, since, catch_up=split_catch_up) + "\n"
+        == (FIXTURES / f"since-{since}.json").read_text()
+    )
+
+
+@pytest.mark.parametrize("since", ["1h", "24h"])
+def test_history_read_behind_the_first_frame_gives_the_same_numbers(
+    corpus: Path, since: str
+) -> None:
+    """Every number is the same. Only the examples of rejected lines differ: the last twenty
+    seen, and the newest minutes of every file were seen before the older ones."""
+    got = json.loads(once_json(corpus, since, catch_up=history_behind))
+    want = json.loads((FIXTURES / f"since-{since}.json").read_text())
+    examples = [report["sources"]["log"].pop("rejected_examples") for report in (got, want)]
+    assert len(examples[0]) == len(examples[1]) == 20
+    assert got == want
