@@ -29,7 +29,7 @@ from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
-from monitor.feed import DAY_S, LocalFeed
+from monitor.feed import DAY_S, RECENT_FIRST_S, LocalFeed
 from monitor.formatting import printable
 from monitor.quotas import ModelQuotas
 from monitor.ui import keys
@@ -247,6 +247,7 @@ class BedrockTopApp(App[int]):
 
     def _tick(self) -> None:
         self.feed.drain()
+        self.feed.finish_history()
         now = self.now()
         if not self.paused:
             front = self._front()
@@ -254,7 +255,8 @@ class BedrockTopApp(App[int]):
                 front.refresh_view(now)
         self._sound_alarms(now)
         last = self.feed.store.last_epoch
-        idle = last is None or now - last > IDLE_AFTER_S
+        # While the history is read behind the screen, its progress moves every refresh.
+        idle = (last is None or now - last > IDLE_AFTER_S) and self.feed.history is None
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
     def _sound_alarms(self, now: float) -> None:
@@ -493,7 +495,8 @@ def run_app(args: argparse.Namespace) -> int:
             print(printable(f"bedrock-top: {where}: {problem}"), file=sys.stderr)
         return 2
     try:
-        session.feed.catch_up()
+        # The newest minutes now, for a first frame at once; the history behind it.
+        session.feed.catch_up_recent(RECENT_FIRST_S)
         config = session.config
         source = apps_source = None
         enabled, _why = cloudwatch_wanted(args, config)

@@ -83,6 +83,9 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         more = f" (+{len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
         shown_path = printable(_shorten_path(path, max(16, width // 4)))
         text.append(f" · cannot read {shown_path}: {printable(problem)}{more}", style="bold")
+    progress = app.feed.history_progress()
+    if progress is not None:
+        text.append(" · " + history_text(*progress), style="bold")
     last = store.last_epoch
     text.append(f" · last {format_age(None if last is None else now - last)}")
     text.append(f" · every {app.interval:g}s")
@@ -107,6 +110,16 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         quiet = quota_state in ("ok", "starting")
         text.append(printable(quota_state), style="" if quiet else "bold")
     return text
+
+
+def history_text(records: int, bytes_done: int, bytes_total: int) -> str:
+    """The history read behind the screen: a gauge, records read, bytes left."""
+    fraction = bytes_done / bytes_total if bytes_total else 1.0
+    left = max(0, bytes_total - bytes_done)
+    return (
+        f"history {gauge(fraction)} {format_count(records)} records read, "
+        f"{format_count(left / 2**20)} MB left"
+    )
 
 
 class OverviewScreen(Screen[None]):
@@ -216,6 +229,8 @@ class OverviewScreen(Screen[None]):
         summary = totals(rows, latency, app.extras, budgets)
         rates = Text(no_wrap=True, overflow="ellipsis")
         rates.append(" LOCAL ", style="bold")
+        if app.feed.history is not None:
+            rates.append("PARTIAL (history loading) ", style="bold reverse")
         rates.append(f"{summary.models} models · ")
         rates.append(f"{_num(summary.requests_per_min)} req/min · ")
         rates.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
@@ -403,6 +418,8 @@ class ModelScreen(Screen[None]):
         rates = store.rates(self.model_id, now, RATE_WINDOW_S)
         latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
         text.append("\n LOCAL ", style="bold")
+        if self.bt.feed.history is not None:
+            text.append("PARTIAL (history loading) ", style="bold reverse")
         text.append(
             f"{_num(rates.requests_per_min)} req/min · in {_num(rates.input_tokens_per_s)} tok/s"
             f" · out {_num(rates.output_tokens_per_s)} tok/s · p50 {format_ms(latency.p50)}"
