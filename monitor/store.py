@@ -218,14 +218,31 @@ class LatencySketch:
         count = self.count
         if count <= 0:
             return Percentiles()
+        p50, p90, p99 = self.quantiles((0.50, 0.90, 0.99), count)
         return Percentiles(
             count=count,
-            p50=self.quantile(0.50),
-            p90=self.quantile(0.90),
-            p99=self.quantile(0.99),
+            p50=p50,
+            p90=p90,
+            p99=p99,
             max=self.max,
             avg=None if total_ms is None else total_ms / count,
         )
+
+    def quantiles(self, qs: Sequence[float], count: int) -> list[float]:
+        """``quantile`` of each of ``qs`` (ascending), in one pass over the sorted bins."""
+        ranks = [max(1, math.ceil(q * count)) for q in qs]
+        values: list[float] = []
+        seen = 0
+        bins = self.bins
+        for key in sorted(bins):
+            seen += bins[key]
+            while len(values) < len(ranks) and seen >= ranks[len(values)]:
+                value = 2 * _GAMMA**key / (_GAMMA + 1) if key > _MIN_KEY else 0.0
+                values.append(min(value, self.max))
+            if len(values) == len(ranks):
+                break
+        values.extend([self.max] * (len(ranks) - len(values)))
+        return values
 
 
 def sketch_key(value: float) -> int:
@@ -247,15 +264,26 @@ class _ModelSeries:
 
     __slots__ = (
         "minutes",
+        "newest_second",
         "quarters",
         "recent",
         "seconds",
+        "settled",
         "since_edge",
         "since_latency",
         "since_ttft",
+        "version",
     )
 
     def __init__(self) -> None:
+        # Bumped whenever a record of this model is added or taken back: a view can keep what
+        # it computed for the model until this or the clock moves.
+        self.version = 0
+        # The newest request end among the records of the per-second tier (-inf: none).
+        self.newest_second = -math.inf
+        # Bumped when a record changes a minute before the newest one (a late record, or one
+        # taken back): what was computed from completed minutes holds until this moves.
+        self.settled = 0
         self.seconds: dict[int, list[float]] = {}
         self.minutes: dict[int, _Minute] = {}
         self.quarters: dict[int, list[float]] = {}
@@ -266,6 +294,9 @@ class _ModelSeries:
 
     def absorb_earlier(self, earlier: _ModelSeries) -> None:
         """Add the series of an earlier part of the log (see ``Store.absorb_earlier``)."""
+        self.version += earlier.version + 1
+        self.settled += earlier.settled + 1
+        self.newest_second = max(self.newest_second, earlier.newest_second)
         self.seconds = _merged_vectors(earlier.seconds, self.seconds)
         self.quarters = _merged_vectors(earlier.quarters, self.quarters)
         minutes = dict(earlier.minutes)
@@ -287,6 +318,8 @@ class _ModelSeries:
 
     def pack(self) -> tuple[object, ...]:
         return (
+            self.version,
+            self.newest_second,
             self.seconds,
             {
                 minute: (cell.vector, cell.latency, cell.ttft)
@@ -302,7 +335,20 @@ class _ModelSeries:
     @classmethod
     def unpack(cls, packed: tuple[object, ...]) -> _ModelSeries:
         series = cls()
-        seconds, minutes, quarters, since_edge, since_latency, since_ttft, recent = packed
+        (
+            version,
+            newest,
+            seconds,
+            minutes,
+            quarters,
+            since_edge,
+            since_latency,
+            since_ttft,
+            recent,
+        ) = packed
+        series.version = version  # type: ignore[assignment]
+        series.settled = 0
+        series.newest_second = newest  # type: ignore[assignment]
         series.seconds = seconds  # type: ignore[assignment]
         series.quarters = quarters  # type: ignore[assignment]
         for minute, (vector, latency, ttft) in minutes.items():  # type: ignore[attr-defined]
@@ -671,6 +717,8 @@ class Store:
             series = all_series.get(key)
             if series is None:
                 series = all_series[key] = _ModelSeries()
+            series.version += 1
+            series.settled += 1  # a block may hold any minute
             statuses = list(map(_status, run))
             vector = _new_vector()
             vector[REQUESTS] = len(run)
@@ -739,6 +787,7 @@ class Store:
             series = all_series.get(group_key)
             if series is None:
                 series = all_series[group_key] = _ModelSeries()
+            series.version += 1
             second = int(epoch)
             quarter = second // QUARTER_S
             vector = series.quarters.get(quarter)
@@ -783,6 +832,8 @@ class Store:
                         sketch.max = ttft
             if epoch >= minute_floor:
                 minute = second // 60
+                if sign < 0 or second < series.newest_second // 60 * 60:
+                    series.settled += 1
                 cell = series.minutes.get(minute)
                 if cell is None:
                     cell = series.minutes[minute] = _Minute()
@@ -796,6 +847,8 @@ class Store:
                     if vector is None:
                         vector = series.seconds[second] = _new_vector()
                     _add(vector, record, sign)
+                    if sign > 0 and epoch > series.newest_second:
+                        series.newest_second = epoch
                 if sign > 0:  # "recent requests" are the last day's
                     series.recent.append(record)
             if sign > 0 and epoch > newest:
@@ -897,6 +950,20 @@ class Store:
     def model_ids(self) -> list[str]:
         return sorted(self._series)
 
+    def change_mark(self, model_id: str) -> tuple[int, float]:
+        """(how often the model's series changed, its newest request end in the last 15
+        minutes or -inf): what a view compares to know whether its figures of the model can
+        have moved. (-1, -inf) for a model the store does not know."""
+        series = self._series.get(model_id)
+        if series is None:
+            return -1, -math.inf
+        return series.version, series.newest_second
+
+    def settled_mark(self, model_id: str) -> int:
+        """Moves when a minute before the model's newest one changes (see ``change_mark``)."""
+        series = self._series.get(model_id)
+        return -1 if series is None else series.settled
+
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._series
 
@@ -955,6 +1022,15 @@ class Store:
                 lo, hi = math.ceil(start / QUARTER_S), math.ceil(end / QUARTER_S)
                 _sum_buckets(total, series.quarters, lo, hi)
         return total
+
+    def minute_tally(self, model_id: str | None, minute: int) -> Tally:
+        """The minute tier's bucket ``minute`` (POSIX seconds // 60)."""
+        total = _new_vector()
+        for series in self._selected(model_id):
+            cell = series.minutes.get(minute)
+            if cell is not None:
+                _merge(total, cell.vector)
+        return _tally(total)
 
     def rates(self, model_id: str | None, now: float, window_s: int = 60) -> Rates:
         """Per-second tier rates over the last ``window_s`` seconds ending at ``now``."""

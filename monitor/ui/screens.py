@@ -7,7 +7,7 @@ Screens do not poll: the app calls ``refresh_view(now)`` on the screen in front 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,6 +19,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input
 
 from monitor.formatting import base_model_id, format_count, format_ms, format_usd, printable
+from monitor.quotas import ModelQuotas
 from monitor.store import (
     CLIENT_ERRORS,
     INPUT,
@@ -132,7 +133,8 @@ class OverviewScreen(Screen[None]):
         super().__init__(id="overview")
         self.filter_text = ""
         self._sparks = SparkCache()
-        self._shown_key: tuple[int, int, str, str, bool, int, int] | None = None
+        self._shown_key: tuple[object, ...] | None = None
+        self._rows: dict[str, tuple[tuple[object, ...], ModelRow]] = {}
         self._known_models: set[str] = set()
         self._visible: list[str] | None = None
 
@@ -173,9 +175,17 @@ class OverviewScreen(Screen[None]):
     def refresh_view(self, now: float) -> None:
         app = self.bt
         store = app.feed.store
+        budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
+        quotas = app.quota_statuses(now)
+        # Rates over the last minute slide every second while any model had a call in it;
+        # after that every figure shown moves only when the minute turns (or the data does).
+        last = store.last_epoch
+        active = last is not None and last >= now - RATE_WINDOW_S - 1
         key = (
             store.version,
-            int(now),
+            int(now) if active else int(now) // 60,
+            tuple(budgets),
+            dict(quotas),
             self.filter_text,
             app.sort_key,
             app.sort_reverse,
@@ -192,11 +202,11 @@ class OverviewScreen(Screen[None]):
         if cloudwatch is not None:
             # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
             model_ids = sorted(self._known_models.union(cloudwatch.account_model_ids()))
-        budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
-        quotas = app.quota_statuses(now)
-        every = [
-            model_row(store, m, now, app.extras, self._sparks, budgets, quotas) for m in model_ids
-        ]
+        every = [self._row(m, now, budgets, quotas) for m in model_ids]
+        if len(self._rows) > len(model_ids):
+            present = set(model_ids)
+            self._rows = {m: cached for m, cached in self._rows.items() if m in present}
+            self._sparks.forget(present)
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
@@ -220,6 +230,33 @@ class OverviewScreen(Screen[None]):
                 else "waiting for records…"
             )
             table.set_rows(rows)
+
+    def _row(
+        self,
+        model_id: str,
+        now: float,
+        budgets: Sequence[BudgetStatus],
+        quotas: Mapping[str, ModelQuotas],
+    ) -> ModelRow:
+        """A model's row, computed again only when its figures can have moved: its data
+        changed, the minute turned, or (while it had a call in the last minute) the second
+        did. With hundreds of quiet models, a refresh costs what the busy ones cost."""
+        app = self.bt
+        store = app.feed.store
+        version, newest = store.change_mark(model_id)
+        key = (
+            version,
+            int(now) if newest >= now - RATE_WINDOW_S - 1 else int(now) // 60,
+            tuple(budgets),
+            quotas.get(model_id),
+            app.extras_version(),
+        )
+        cached = self._rows.get(model_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = model_row(store, model_id, now, app.extras, self._sparks, budgets, quotas)
+        self._rows[model_id] = (key, row)
+        return row
 
     def _totals_text(
         self, now: float, rows: Sequence[ModelRow], budgets: Sequence[BudgetStatus]
