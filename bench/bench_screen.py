@@ -81,6 +81,12 @@ def main() -> int:
     )
     parser.add_argument("--no-htop", action="store_true", help="do not measure htop beside it")
     parser.add_argument(
+        "--at-rest",
+        action="store_true",
+        help="with --external-writer: write the history, then nothing (CPU at rest; try "
+        "--models 500 and 2000)",
+    )
+    parser.add_argument(
         "--skip-markers", action="store_true", help="skip the record-to-screen latency part"
     )
     args = parser.parse_args()
@@ -99,8 +105,12 @@ def main() -> int:
         workload_log = scratch / "workload.jsonl"
         workload = DemoWorkload(models=args.models, rate_per_s=args.rate, seed=7, steady=True)
         writer = DemoWriter(workload_log, workload)
-        writer.write_history(time.time(), seconds=min(900.0, 6000 / args.rate))
-        writer.start()
+        history_s = min(900.0, max(6000, 3 * args.models) / args.rate)
+        # At rest: the last call ended 90 s ago, so that the one-minute rates have settled.
+        end = time.time() - (90.0 if args.at_rest else 0.0)
+        writer.write_history(end, seconds=history_s)
+        if not args.at_rest:
+            writer.start()
         command = (
             f"exec {sys.executable} -m monitor --no-cloudwatch --log {workload_log} --log {marks}"
         )

@@ -864,11 +864,18 @@ class Store:
         second = int(now)
         if second <= self._now:
             return
-        self._now = second
+        previous, self._now = self._now, second
+        # Minutes and quarters leave their windows only when the minute turns; a quiet
+        # model's seconds are soon all gone: a prune costs nothing per quiet model.
+        minute_turned = second // 60 != previous // 60
+        first_minute = (second - MINUTE_WINDOW_S) // 60
+        first_quarter = int(self._horizon(now)) // QUARTER_S
         for series in self._series.values():
-            _drop_before(series.seconds, second - SECOND_WINDOW_S)
-            _drop_before(series.minutes, (second - MINUTE_WINDOW_S) // 60)
-            _drop_before(series.quarters, int(self._horizon(now)) // QUARTER_S)
+            if series.seconds:
+                _drop_before(series.seconds, second - SECOND_WINDOW_S)
+            if minute_turned:
+                _drop_before(series.minutes, first_minute)
+                _drop_before(series.quarters, first_quarter)
 
     # -- merging --------------------------------------------------------------------------------
     def absorb_earlier(self, earlier: Store, now: float) -> None:
