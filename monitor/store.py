@@ -1068,6 +1068,22 @@ class Store:
                     total_ms += cell.vector[TTFT_SUM if ttft else LATENCY_SUM]
         return sketch.percentiles(total_ms)
 
+    def minute_sketch(
+        self, model_id: str | None, first_minute: int, last_minute: int, ttft: bool = False
+    ) -> tuple[LatencySketch, float]:
+        """The latency (or TTFT) sketch of the minutes ``first_minute..last_minute`` merged,
+        and the sum of its values: ``latency`` is this over the minutes a window overlaps."""
+        sketch = LatencySketch()
+        total_ms = 0.0
+        for series in self._selected(model_id):
+            minutes = series.minutes
+            for minute in range(first_minute, last_minute + 1):
+                cell = minutes.get(minute)
+                if cell is not None:
+                    sketch.merge(cell.ttft if ttft else cell.latency)
+                    total_ms += cell.vector[TTFT_SUM if ttft else LATENCY_SUM]
+        return sketch, total_ms
+
     def second_series(
         self, model_id: str | None, now: float, field_index: int, points: int = 60
     ) -> list[float]:

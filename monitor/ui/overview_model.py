@@ -20,6 +20,7 @@ from monitor.store import (
     REQUESTS,
     SERVER_ERRORS,
     THROTTLES,
+    LatencySketch,
     Percentiles,
     Rates,
     Store,
@@ -195,8 +196,9 @@ class SparkCache:
 
     def __init__(self) -> None:
         self._done: dict[str, tuple[tuple[int, int], list[float | None]]] = {}
-        self._latest: dict[str, tuple[tuple[int, int], Percentiles, list[float | None]]] = {}
+        self._latest: dict[str, tuple[tuple[int, int, int], Percentiles, list[float | None]]] = {}
         self._hour: dict[str, tuple[tuple[int, int], Tally]] = {}
+        self._window_done: dict[str, tuple[tuple[int, int, int], LatencySketch, float]] = {}
         self._total: tuple[tuple[int, int], Percentiles] | None = None
 
     def values(self, store: Store, model_id: str, now: float) -> list[float | None]:
@@ -227,7 +229,7 @@ class SparkCache:
 
     def forget(self, model_ids: set[str]) -> None:
         """Drop what was kept for models that are no longer shown."""
-        for cache in (self._done, self._latest, self._hour):
+        for cache in (self._done, self._latest, self._hour, self._window_done):
             for model_id in [m for m in cache if m not in model_ids]:
                 del cache[model_id]
 
@@ -242,12 +244,28 @@ class SparkCache:
     def _current(
         self, store: Store, model_id: str, now: float
     ) -> tuple[Percentiles, list[float | None]]:
-        key = (int(now) // 60, store.change_mark(model_id)[0])
+        """``store.latency`` over the window and the current minute's p50, from the window's
+        completed minutes (merged once per minute, or when a late record changes one) and the
+        current minute (merged when the model changed)."""
+        minute = int(now) // 60
+        # The window's first minute moves when now - window crosses a minute edge, which is
+        # not when the current minute turns.
+        first = math.ceil((now - LATENCY_WINDOW_S) / 60)
+        key = (first, minute, store.change_mark(model_id)[0])
         cached = self._latest.get(model_id)
         if cached is None or cached[0] != key:
-            latency = store.latency(model_id, now, LATENCY_WINDOW_S)
-            current = store.minute_quantiles(model_id, now, 0.5, 1)
-            cached = self._latest[model_id] = (key, latency, current)
+            done_key = (first, minute, store.settled_mark(model_id))
+            done = self._window_done.get(model_id)
+            if done is None or done[0] != done_key:
+                done = (done_key, *store.minute_sketch(model_id, first, minute - 1))
+                self._window_done[model_id] = done
+            current, current_ms = store.minute_sketch(model_id, minute, minute)
+            window = LatencySketch()
+            window.merge(done[1])
+            window.merge(current)
+            latency = window.percentiles(done[2] + current_ms)
+            cached = (key, latency, [current.quantile(0.5)])
+            self._latest[model_id] = cached
         return cached[1], cached[2]
 
 

@@ -6,6 +6,7 @@ Screens do not poll: the app calls ``refresh_view(now)`` on the screen in front 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -183,7 +184,7 @@ class OverviewScreen(Screen[None]):
         active = last is not None and last >= now - RATE_WINDOW_S - 1
         key = (
             store.version,
-            int(now) if active else int(now) // 60,
+            int(now) if active else _minute_edges(now),
             tuple(budgets),
             dict(quotas),
             self.filter_text,
@@ -246,7 +247,7 @@ class OverviewScreen(Screen[None]):
         version, newest = store.change_mark(model_id)
         key = (
             version,
-            int(now) if newest >= now - RATE_WINDOW_S - 1 else int(now) // 60,
+            int(now) if newest >= now - RATE_WINDOW_S - 1 else _minute_edges(now),
             tuple(budgets),
             quotas.get(model_id),
             app.extras_version(),
@@ -357,6 +358,12 @@ class OverviewScreen(Screen[None]):
         app.sort_reverse = not app.sort_reverse
         self.table.set_sort(app.sort_key, app.sort_reverse)
         self.refresh_view(app.now())
+
+
+def _minute_edges(now: float) -> tuple[int, int]:
+    """What the per-minute figures depend on: the minute ``now`` is in, and the first minute
+    a window ending at ``now`` reaches (one more when ``now`` is exactly on an edge)."""
+    return int(now) // 60, math.ceil(now / 60)
 
 
 def _num(value: float) -> str:
