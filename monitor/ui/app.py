@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import BindingType
+from textual.css.query import NoMatches
 from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
@@ -252,7 +253,9 @@ class BedrockTopApp(App[int]):
         if not self.paused:
             front = self._front()
             if front is not None:
-                front.refresh_view(now)
+                # A refresh that fires while the app shuts down finds its widgets gone.
+                with contextlib.suppress(NoMatches):
+                    front.refresh_view(now)
         self._sound_alarms(now)
         last = self.feed.store.last_epoch
         # While the history is read behind the screen, its progress moves every refresh.
