@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -78,12 +79,25 @@ def main() -> int:
         help="write the demo workload from this process and let bedrock-top only follow the "
         "log (--log), separating the cost of monitoring from the cost of simulating",
     )
+    parser.add_argument("--no-htop", action="store_true", help="do not measure htop beside it")
+    parser.add_argument(
+        "--at-rest",
+        action="store_true",
+        help="with --external-writer: write the history, then nothing (CPU at rest; try "
+        "--models 500 and 2000)",
+    )
+    parser.add_argument(
+        "--skip-markers", action="store_true", help="skip the record-to-screen latency part"
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-screen-"))
     marks = scratch / "marks.jsonl"
     marks.touch()
     session = f"bench-{uuid.uuid4().hex[:6]}"
+    htop_session = f"{session}-htop"
+    htop: psutil.Process | None = None
+    htop_percent: float | None = None
     writer = None
     if args.external_writer:
         from monitor.sources.demo import DemoWorkload, DemoWriter
@@ -91,8 +105,12 @@ def main() -> int:
         workload_log = scratch / "workload.jsonl"
         workload = DemoWorkload(models=args.models, rate_per_s=args.rate, seed=7, steady=True)
         writer = DemoWriter(workload_log, workload)
-        writer.write_history(time.time(), seconds=min(900.0, 6000 / args.rate))
-        writer.start()
+        history_s = min(900.0, max(6000, 3 * args.models) / args.rate)
+        # At rest: the last call ended 90 s ago, so that the one-minute rates have settled.
+        end = time.time() - (90.0 if args.at_rest else 0.0)
+        writer.write_history(end, seconds=history_s)
+        if not args.at_rest:
+            writer.start()
         command = (
             f"exec {sys.executable} -m monitor --no-cloudwatch --log {workload_log} --log {marks}"
         )
@@ -139,26 +157,61 @@ def main() -> int:
             ).stdout
         )
         process = psutil.Process(pane_pid)
+        # htop at a 1-second refresh in a terminal of the same size, measured over the same
+        # seconds: the reference for what a terminal monitor costs on this machine now.
+        if shutil.which("htop") and not args.no_htop:
+            subprocess.run(
+                [
+                    "tmux",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    htop_session,
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    "exec htop -d 10",
+                ],
+                check=True,
+            )
+            htop = psutil.Process(
+                int(
+                    subprocess.run(
+                        ["tmux", "display-message", "-p", "-t", htop_session, "#{pane_pid}"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                )
+            )
         time.sleep(3)  # settle: start-up work is not part of the steady state
         log = workload_log if writer is not None else demo_log(process)
         lines_before = count_lines(log) if log else 0
         cpu_before = process.cpu_times()
+        htop_before = htop.cpu_times() if htop is not None else None
         wall_before = time.perf_counter()
         samples = []
         while time.perf_counter() - wall_before < args.seconds:
             samples.append(process.cpu_percent(interval=5.0))
         cpu_after = process.cpu_times()
+        htop_after = htop.cpu_times() if htop is not None else None
         wall = time.perf_counter() - wall_before
         lines_after = count_lines(log) if log else 0
         busy = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         cpu_percent = 100.0 * busy / wall
+        if htop_before is not None and htop_after is not None:
+            htop_busy = (htop_after.user - htop_before.user) + (
+                htop_after.system - htop_before.system
+            )
+            htop_percent = 100.0 * htop_busy / wall
         rate = (lines_after - lines_before) / wall
 
         keys(session, "/", *"mark", "Enter")
         time.sleep(1.5)
         latencies = []
         rng = random.Random(1)
-        for index in range(args.markers):
+        for index in range(0 if args.skip_markers else args.markers):
             time.sleep(rng.uniform(0.3, 1.1))  # land anywhere in the refresh cycle
             model = f"bench.mark-{index:03d}"
             record = make_record(
@@ -185,6 +238,7 @@ def main() -> int:
         keys(session, "q")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", htop_session], capture_output=True)
         if writer is not None:
             writer.stop()
 
@@ -200,6 +254,14 @@ def main() -> int:
         f"(goal <= 1.5); 5 s samples median {statistics.median(samples):.2f} %, "
         f"max {max(samples):.2f} %"
     )
+    if htop_percent is not None:
+        ratio = cpu_percent / htop_percent if htop_percent > 0 else float("inf")
+        print(
+            f"CPU of htop -d 10          {htop_percent:8.2f} % of one core, same terminal size "
+            f"and seconds; bedrock-top / htop = {ratio:.1f}x (goal <= 4x)"
+        )
+    else:
+        print("CPU of htop: not measured (htop is not installed, or --no-htop)")
     if latencies:
         print(
             f"record to screen           p50 {percentile(latencies, 0.5):6.0f} ms   "

@@ -11,16 +11,16 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 from monitor.formatting import parse_since, printable
 from monitor.paths import default_log_path
 
 if TYPE_CHECKING:
-    pass
+    from monitor.feed import LocalFeed
 
 SUBCOMMANDS = ("run", "init-config", "config", "prices")
 DEFAULT_SINCE = "1h"
@@ -198,43 +198,14 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
 def run_once(args: argparse.Namespace) -> int:
     from monitor.report import render_json, render_line, render_table
-    from monitor.session import SessionError, open_session
+    from monitor.session import SessionError
 
     now = getattr(args, "now_epoch", None) or time.time()
     try:
-        session = open_session(args, now=now)
+        report = once_report(args, now)
     except SessionError as err:
         print(f"bedrock-top: {err}", file=sys.stderr)
         return 2
-    try:
-        session.feed.catch_up()
-        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
-        # The bill first: prices learned from it also price the per-app totals below.
-        billing_state = session.billing_once(also_seen=cloudwatch)
-        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
-        model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
-        quotas, quotas_state = session.quotas_once(
-            args, now, model_ids, cloudwatch_state.get("state")
-        )
-        extra = {
-            "cloudwatch": cloudwatch_state,
-            "apps_cloudwatch": apps_state,
-            "service_quotas": quotas_state,
-        }
-        if billing_state is not None:
-            extra["billing"] = billing_state
-        report = session.report(
-            now,
-            sources_extra=extra,
-            cloudwatch=cloudwatch,
-            quotas=quotas,
-            billing_cloudwatch=session.cloudwatch_same_days(args, now),
-            fleet=session.fleet_once(args, now),
-        )
-        # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
-        report["apps_cloudwatch"] = apps_cloudwatch
-    finally:
-        session.close()
     fmt = args.format or "table"
     if fmt == "json":
         text = render_json(report) + "\n"
@@ -295,6 +266,49 @@ def plain_for_locale(text: str) -> str:
 
 
 ASCII_FALLBACK = str.maketrans({"—": "-", "–": "-", "…": "...", "·": "-", "→": "->", "←": "<-"})
+
+
+def once_report(
+    args: argparse.Namespace, now: float, catch_up: Callable[[LocalFeed], object] | None = None
+) -> dict[str, Any]:
+    """The report of ``--once`` at the clock reading ``now``; ``catch_up`` reads the logs
+    (default ``LocalFeed.catch_up``). Raises SessionError."""
+    from monitor.session import open_session
+
+    session = open_session(args, now=now)
+    try:
+        if catch_up is None:
+            session.feed.catch_up()
+        else:
+            catch_up(session.feed)
+        cloudwatch, cloudwatch_state = session.cloudwatch_once(args, now)
+        # The bill first: prices learned from it also price the per-app totals below.
+        billing_state = session.billing_once(also_seen=cloudwatch)
+        apps_cloudwatch, apps_state = session.apps_cloudwatch_once(args, now, cloudwatch_state)
+        model_ids = [*session.feed.store.model_ids(), *cloudwatch, *session.config.models]
+        quotas, quotas_state = session.quotas_once(
+            args, now, model_ids, cloudwatch_state.get("state")
+        )
+        extra = {
+            "cloudwatch": cloudwatch_state,
+            "apps_cloudwatch": apps_state,
+            "service_quotas": quotas_state,
+        }
+        if billing_state is not None:
+            extra["billing"] = billing_state
+        report = session.report(
+            now,
+            sources_extra=extra,
+            cloudwatch=cloudwatch,
+            quotas=quotas,
+            billing_cloudwatch=session.cloudwatch_same_days(args, now),
+            fleet=session.fleet_once(args, now),
+        )
+        # Per app, account-wide (BedrockTop namespace): beside, never added to, the rest.
+        report["apps_cloudwatch"] = apps_cloudwatch
+        return report
+    finally:
+        session.close()
 
 
 def run_live(args: argparse.Namespace) -> int:

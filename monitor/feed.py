@@ -7,6 +7,7 @@ ever touched by one thread and needs no locks.
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 
 from monitor.groups import GroupIndex
 from monitor.records import UsageRecord
+from monitor.sources.catchup import SPLIT_MIN_BYTES, Part, SideReader, split_older_half
 from monitor.sources.logtail import LogTailer
 from monitor.store import Store
 
@@ -23,6 +25,10 @@ DAY_S = 24 * 3600
 # little ahead of this host's.
 FUTURE_TOLERANCE_S = 300.0
 FUTURE_REASON = "ts in the future"
+# The live screen reads this much of the newest history before its first frame; the rest is
+# read behind it unless it is smaller than HISTORY_MIN_BYTES.
+RECENT_FIRST_S = 5 * 60
+HISTORY_MIN_BYTES = 8 * 1024 * 1024
 
 
 class LocalFeed:
@@ -39,10 +45,12 @@ class LocalFeed:
         """``since`` starts the report window; ``start_epoch`` is the oldest time any view needs
         (budget periods, the 24-hour charts) and decides where the tailer enters each file."""
         self.clock = clock
-        self.store = Store(since=since)
+        # The head of the store's records is kept until the history before them is merged.
+        self.store = Store(since=since, keeps_head=True)
         # Per app and per caller, beside the per-model store (the report's apps and callers,
         # the grouped overview).
         self.groups = GroupIndex(since=since)
+        self.history: SideReader | None = None
         self._queue: queue.SimpleQueue[list[UsageRecord]] = queue.SimpleQueue()
         entry = start_epoch if start_epoch is not None else since
         if since is not None and entry is not None:
@@ -95,10 +103,75 @@ class LocalFeed:
         if self._wake is not None:
             self._wake(new_model)
 
-    def catch_up(self) -> int:
-        """Read every file to its current end on this thread, ingesting batch by batch so that
-        memory holds one read block of records at a time, not the whole backlog."""
+    def catch_up(self, split_min_bytes: int = SPLIT_MIN_BYTES) -> int:
+        """Read every file to its current end, ingesting batch by batch so that memory holds
+        one read block of records at a time, not the whole backlog. With more than
+        ``split_min_bytes`` to read and a second core, the older half is read by another
+        process at the same time and merged in front."""
         before = self.store.stats.accepted
+        ranges = self.tailer.open_for_catch_up()
+        side = None
+        if sum(part.end - part.start for part in ranges) >= split_min_bytes and _cores() > 1:
+            older, resume = split_older_half(ranges)
+            side = self._side_reader(older)
+            if side is not None:
+                for index, offset in resume.items():
+                    self.tailer.skip_to(ranges[index].identity, offset)
+        self._read_here()
+        if side is not None:
+            self._absorb(side)
+        self.store.stop_keeping_head()
+        return self.store.stats.accepted - before + self.drain()
+
+    def catch_up_recent(self, recent_s: float, history_min_bytes: int = HISTORY_MIN_BYTES) -> int:
+        """The live screen's start: read only the last ``recent_s`` seconds of each file now,
+        and the history before them in another process (``history``), merged by
+        ``finish_history`` when it is done. A short history is read now, whole."""
+        before = self.store.stats.accepted
+        ranges = self.tailer.open_for_catch_up(recent_epoch=self.clock() - recent_s)
+        older = [Part(part, part.start, part.recent) for part in ranges if part.recent > part.start]
+        if sum(part.size for part in older) >= history_min_bytes:
+            self.history = self._side_reader(older)
+            if self.history is not None:
+                for part in older:
+                    self.tailer.skip_to(part.range.identity, part.end)
+        self._read_here()
+        if self.history is None:
+            self.store.stop_keeping_head()
+        return self.store.stats.accepted - before + self.drain()
+
+    def history_progress(self) -> tuple[int, int, int] | None:
+        """While the history is read: (records read, bytes read, bytes in all)."""
+        history = self.history
+        if history is None:
+            return None
+        return history.records_done, history.bytes_done, history.bytes_total
+
+    def finish_history(self) -> bool:
+        """Merge the history once it has been read; True when that happened now. Call from the
+        consumer's thread only (it changes the store)."""
+        history = self.history
+        if history is None or not history.ready():
+            return False
+        self.drain()
+        self._absorb(history)
+        self.history = None
+        self.store.stop_keeping_head()
+        return True
+
+    def _side_reader(self, parts: list[Part]) -> SideReader | None:
+        try:
+            return SideReader(
+                parts,
+                since=self.store.since,
+                group_by=self.store.group_by,
+                now=self.clock(),
+                group_dimensions=self.groups.dimensions,
+            )
+        except (OSError, ValueError, RuntimeError):
+            return None  # no second process here: this one reads everything
+
+    def _read_here(self) -> None:
         self._direct = True
         try:
             self.tailer.poll()
@@ -106,7 +179,30 @@ class LocalFeed:
             self._direct = False
             # The models of the catch-up are on screen from the start.
             self._models_seen.update(self.store.model_ids())
-        return self.store.stats.accepted - before + self.drain()
+
+    def _absorb(self, side: SideReader) -> None:
+        now = self.clock()
+        try:
+            earlier, state, earlier_groups = side.result()
+        except RuntimeError as err:
+            # Read the parts here instead: the same numbers, only later.
+            with self.tailer._lock:
+                self.tailer.state.errors["history"] = f"{err}; read in the main process"
+            earlier = Store(since=self.store.since, group_by=self.store.group_by)
+            earlier_groups = GroupIndex(self.groups.dimensions, since=self.groups.since)
+
+            def ingest(batch: list[UsageRecord]) -> None:
+                earlier.ingest(batch, now)
+                earlier_groups.ingest(batch, now)
+
+            reader = LogTailer([], ingest)
+            for part in side.parts:
+                reader.read_range(part.range, part.start, part.end)
+            state = reader.state
+        self.store.absorb_earlier(earlier, now)
+        self.groups.absorb_earlier(earlier_groups, now)
+        self.tailer.absorb_earlier_state(state)
+        self._models_seen.update(self.store.model_ids())
 
     def start(self, wake: Callable[[bool], None] | None = None) -> None:
         """Follow the logs in a background thread; ``wake(new_model)`` is called (from that
@@ -130,4 +226,14 @@ class LocalFeed:
         return ingested
 
     def stop(self) -> None:
+        if self.history is not None:
+            self.history.stop()
+            self.history = None
         self.tailer.stop()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

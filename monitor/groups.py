@@ -256,6 +256,65 @@ class GroupIndex:
                 sketch = sketches[cell[0]] = LatencySketch()
             sketch.add(record.latency_ms, sign)
 
+    def absorb_earlier(self, earlier: GroupIndex, now: float) -> None:
+        """Merge the groups of the records that come before this index's (the older part of a
+        catch-up, read by another process). A request id in both keeps this index's record, the
+        later one, as :meth:`ingest` would have. Names past ``max_groups`` fold into
+        ``(other)`` as they would have."""
+        if earlier._names != self._names:
+            raise ValueError("cannot merge groups of other dimensions")
+        renames: list[dict[str, str]] = []
+        for index in range(len(self._names)):
+            kept = self._kept[index]
+            mapping: dict[str, str] = {}
+            for name in sorted(earlier._kept[index]):
+                if name not in kept and len(kept) < self.max_groups:
+                    kept.add(name)
+                mapping[name] = name if name in kept else OTHER
+            renames.append(mapping)
+            self._folded_records[index] += earlier._folded_records[index]
+            folded = self._folded_names[index]
+            for name in earlier._folded_names[index]:
+                if len(folded) < MAX_COUNTED_FOLDED:
+                    folded.add(name)
+
+        def renamed(names: Names) -> Names:
+            return tuple(renames[i].get(name, name) for i, name in enumerate(names))
+
+        def add_cells(into: dict[Cell, list[int]], cells: dict[Cell, list[int]]) -> None:
+            for (names, model_id), vector in cells.items():
+                cell = (renamed(names), model_id)
+                total = into.get(cell)
+                if total is None:
+                    total = into[cell] = _vector()
+                _merge(total, vector)
+
+        add_cells(self._since, earlier._since)
+        for tier, other in ((self._seconds, earlier._seconds), (self._minutes, earlier._minutes)):
+            for bucket, cells in other.items():
+                add_cells(tier.setdefault(bucket, {}), cells)
+        for minute, sketches in earlier._latency.items():
+            mine = self._latency.setdefault(minute, {})
+            for names, sketch in sketches.items():
+                kept_sketch = mine.setdefault(renamed(names), LatencySketch())
+                kept_sketch.merge(sketch)
+        # Duplicates across the seam: the later record (already here) wins.
+        seen, order = self._seen, self._seen_order
+        for request_id in reversed(earlier._seen_order):  # oldest ids end up first
+            record = earlier._seen.get(request_id)
+            if record is None:
+                continue
+            if request_id in seen:
+                self._apply(record, -1, now)
+            else:
+                seen[request_id] = record
+                order.appendleft(request_id)
+        while len(order) > DEDUP_WINDOW:
+            seen.pop(order.popleft(), None)
+        self.version += 1
+        self._pruned_at = -1
+        self.prune(now)
+
     def prune(self, now: float) -> None:
         """Drop per-second and per-minute counts that have left their windows (at most once a
         second)."""

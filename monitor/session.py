@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.app_metrics_store import AppTotals
-from monitor.budgets import BudgetStatus, budget_report, evaluate_all, period_bounds
+from monitor.budgets import (
+    BURN_WINDOW_LONG_S,
+    BudgetStatus,
+    budget_report,
+    evaluate_all,
+    period_bounds,
+)
 from monitor.cloudwatch_store import (
     CACHE_READ,
     CACHE_WRITE,
@@ -35,7 +41,7 @@ from monitor.quotas import (
     assign_quotas,
 )
 from monitor.quotas import evaluate_all as evaluate_quotas
-from monitor.report import ReportInput, build_report
+from monitor.report import RATE_WINDOW_LONG_S, ReportInput, build_report
 from monitor.sources.demo import HISTORY_S, DemoWorkload, DemoWriter
 from monitor.store import Tally
 
@@ -599,12 +605,19 @@ def _aws_asked(args: argparse.Namespace) -> bool:
     )
 
 
-def earliest_needed(config: Config, since: float, now: float) -> float:
-    """The oldest moment any view needs: the report window, the 24-hour charts, and the start of
-    every budget period."""
-    start = min(since, now - DAY_S)
+def earliest_needed(
+    config: Config, since: float, now: float, live: bool = True, quotas: bool = False
+) -> float:
+    """The oldest moment any view needs: the report window, the start of every budget period
+    and the hour of its burn rate, the day of the tokens-per-day quota (``quotas``), and for
+    the live screen (``live``) its 24-hour charts; the headless report reads only what it
+    prints (the report window and its 5-minute rates)."""
+    start = min(since, now - (DAY_S if live else RATE_WINDOW_LONG_S))
+    if quotas:
+        start = min(start, period_bounds(QUOTA_DAY_PERIOD, now, config.timezone)[0])
     for spec in config.budgets:
         start = min(start, period_bounds(spec.period, now, config.timezone)[0])
+        start = min(start, now - BURN_WINDOW_LONG_S)
     if config.sources.billing:
         # The estimates beside the bill cover the bill's days: the UTC month so far.
         start = min(start, period_bounds("month", now, "UTC")[0])
@@ -640,7 +653,13 @@ def open_session(
     feed = LocalFeed(
         patterns,
         since=args.since_epoch,
-        start_epoch=earliest_needed(config, args.since_epoch, clock_now),
+        start_epoch=earliest_needed(
+            config,
+            args.since_epoch,
+            clock_now,
+            live=live,
+            quotas=quotas_wanted(args, config)[0],
+        ),
         clock=(lambda: clock_now) if not live else time.time,
     )
     session = Session(

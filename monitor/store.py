@@ -19,13 +19,21 @@ Tiers, per model and for the total (memory is bounded by the windows, not by the
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from itertools import compress, repeat
 from math import ceil, log
+from operator import add, attrgetter, eq, floordiv, is_not
 from typing import Final, TypeVar
 
-from monitor.records import UsageRecord
+import msgspec
+
+from monitor.records import MAX_LATENCY_MS, UsageRecord
 
 SECOND_WINDOW_S: Final = 15 * 60
 MINUTE_WINDOW_S: Final = 24 * 3600
@@ -210,14 +218,31 @@ class LatencySketch:
         count = self.count
         if count <= 0:
             return Percentiles()
+        p50, p90, p99 = self.quantiles((0.50, 0.90, 0.99), count)
         return Percentiles(
             count=count,
-            p50=self.quantile(0.50),
-            p90=self.quantile(0.90),
-            p99=self.quantile(0.99),
+            p50=p50,
+            p90=p90,
+            p99=p99,
             max=self.max,
             avg=None if total_ms is None else total_ms / count,
         )
+
+    def quantiles(self, qs: Sequence[float], count: int) -> list[float]:
+        """``quantile`` of each of ``qs`` (ascending), in one pass over the sorted bins."""
+        ranks = [max(1, math.ceil(q * count)) for q in qs]
+        values: list[float] = []
+        seen = 0
+        bins = self.bins
+        for key in sorted(bins):
+            seen += bins[key]
+            while len(values) < len(ranks) and seen >= ranks[len(values)]:
+                value = 2 * _GAMMA**key / (_GAMMA + 1) if key > _MIN_KEY else 0.0
+                values.append(min(value, self.max))
+            if len(values) == len(ranks):
+                break
+        values.extend([self.max] * (len(ranks) - len(values)))
+        return values
 
 
 def sketch_key(value: float) -> int:
@@ -239,15 +264,26 @@ class _ModelSeries:
 
     __slots__ = (
         "minutes",
+        "newest_second",
         "quarters",
         "recent",
         "seconds",
+        "settled",
         "since_edge",
         "since_latency",
         "since_ttft",
+        "version",
     )
 
     def __init__(self) -> None:
+        # Bumped whenever a record of this model is added or taken back: a view can keep what
+        # it computed for the model until this or the clock moves.
+        self.version = 0
+        # The newest request end among the records of the per-second tier (-inf: none).
+        self.newest_second = -math.inf
+        # Bumped when a record changes a minute before the newest one (a late record, or one
+        # taken back): what was computed from completed minutes holds until this moves.
+        self.settled = 0
         self.seconds: dict[int, list[float]] = {}
         self.minutes: dict[int, _Minute] = {}
         self.quarters: dict[int, list[float]] = {}
@@ -255,6 +291,74 @@ class _ModelSeries:
         self.since_latency = LatencySketch()
         self.since_ttft = LatencySketch()
         self.recent: deque[UsageRecord] = deque(maxlen=RECENT_REQUESTS)
+
+    def absorb_earlier(self, earlier: _ModelSeries) -> None:
+        """Add the series of an earlier part of the log (see ``Store.absorb_earlier``)."""
+        self.version += earlier.version + 1
+        self.settled += earlier.settled + 1
+        self.newest_second = max(self.newest_second, earlier.newest_second)
+        self.seconds = _merged_vectors(earlier.seconds, self.seconds)
+        self.quarters = _merged_vectors(earlier.quarters, self.quarters)
+        minutes = dict(earlier.minutes)
+        for minute, cell in self.minutes.items():
+            theirs = minutes.get(minute)
+            if theirs is None:
+                minutes[minute] = cell
+            else:
+                _merge(theirs.vector, cell.vector)
+                theirs.latency.merge(cell.latency)
+                theirs.ttft.merge(cell.ttft)
+        self.minutes = dict(sorted(minutes.items()))
+        _merge(self.since_edge, earlier.since_edge)
+        self.since_latency.merge(earlier.since_latency)
+        self.since_ttft.merge(earlier.since_ttft)
+        recent = deque(earlier.recent, maxlen=RECENT_REQUESTS)
+        recent.extend(self.recent)
+        self.recent = recent
+
+    def pack(self) -> tuple[object, ...]:
+        return (
+            self.version,
+            self.newest_second,
+            self.seconds,
+            {
+                minute: (cell.vector, cell.latency, cell.ttft)
+                for minute, cell in self.minutes.items()
+            },
+            self.quarters,
+            self.since_edge,
+            self.since_latency,
+            self.since_ttft,
+            _RECORDS_ENCODER.encode(list(self.recent)),
+        )
+
+    @classmethod
+    def unpack(cls, packed: tuple[object, ...]) -> _ModelSeries:
+        series = cls()
+        (
+            version,
+            newest,
+            seconds,
+            minutes,
+            quarters,
+            since_edge,
+            since_latency,
+            since_ttft,
+            recent,
+        ) = packed
+        series.version = version  # type: ignore[assignment]
+        series.settled = 0
+        series.newest_second = newest  # type: ignore[assignment]
+        series.seconds = seconds  # type: ignore[assignment]
+        series.quarters = quarters  # type: ignore[assignment]
+        for minute, (vector, latency, ttft) in minutes.items():  # type: ignore[attr-defined]
+            cell = series.minutes[minute] = _Minute()
+            cell.vector, cell.latency, cell.ttft = vector, latency, ttft
+        series.since_edge = since_edge  # type: ignore[assignment]
+        series.since_latency = since_latency  # type: ignore[assignment]
+        series.since_ttft = since_ttft  # type: ignore[assignment]
+        series.recent.extend(_RECORDS_DECODER.decode(recent))  # type: ignore[arg-type]
+        return series
 
 
 def _add(vector: list[float], record: UsageRecord, sign: int) -> None:
@@ -276,6 +380,97 @@ def _add(vector: list[float], record: UsageRecord, sign: int) -> None:
         vector[TTFT_COUNT] += sign
 
 
+def _bin_edges() -> list[float]:
+    """``edges[i]`` is the largest float whose ``sketch_key`` is at most ``_MIN_KEY + i``, up
+    to the largest latency a record may hold: ``_MIN_KEY + bisect_left(edges, v)`` is then
+    ``sketch_key(v)`` exactly (each edge is found by asking ``sketch_key`` itself, bisecting
+    over the floats' bit patterns, which sort like the positive floats they encode)."""
+
+    def as_float(bits: int) -> float:
+        value: float = struct.unpack("<d", struct.pack("<q", bits))[0]
+        return value
+
+    def as_bits(value: float) -> int:
+        bits: int = struct.unpack("<q", struct.pack("<d", value))[0]
+        return bits
+
+    edges: list[float] = []
+    key = _MIN_KEY
+    low = as_bits(_MIN_SKETCH_MS)  # sketch_key of it is _MIN_KEY
+    top = as_bits(MAX_LATENCY_MS * 2)
+    while not edges or edges[-1] < MAX_LATENCY_MS:
+        # The edge is within rounding of GAMMA**key: bisect a narrow bracket around it when
+        # that bracket holds, else everything above the last edge.
+        near = _GAMMA**key
+        high = top
+        narrow_low, narrow_high = as_bits(near * (1 - 1e-9)), as_bits(near * (1 + 1e-9))
+        if narrow_low > low and sketch_key(as_float(narrow_low)) <= key:
+            low = narrow_low
+        if sketch_key(as_float(narrow_high)) > key:
+            high = narrow_high
+        # invariant: sketch_key(as_float(low)) <= key < sketch_key(as_float(high))
+        while high - low > 1:
+            middle = (low + high) // 2
+            if sketch_key(as_float(middle)) <= key:
+                low = middle
+            else:
+                high = middle
+        edges.append(as_float(low))
+        key += 1
+    return edges
+
+
+_EDGES: Final = _bin_edges()
+
+
+def _bins(values: list[float]) -> Counter[int]:
+    """Histogram bins of millisecond values, each as ``sketch_key`` gives it, offset by
+    ``_MIN_KEY`` (see ``_bin_edges``)."""
+    return Counter(map(bisect_left, repeat(_EDGES), values))
+
+
+def _add_bins(sketch: LatencySketch, counts: Counter[int], maximum: float) -> None:
+    bins = sketch.bins
+    for index, number in counts.items():
+        key = _MIN_KEY + index
+        bins[key] = bins.get(key, 0) + number
+    if maximum > sketch.max:
+        sketch.max = maximum
+
+
+_RECORDS_ENCODER: Final = msgspec.msgpack.Encoder()
+_RECORDS_DECODER: Final = msgspec.msgpack.Decoder(list[UsageRecord])
+# Store fields that pickle as they are.
+_PLAIN_STATE: Final = (
+    "since",
+    "group_by",
+    "stats",
+    "version",
+    "last_epoch",
+    "_remembered_count",
+    "_now",
+    "_since_epoch",
+    "_since_quarter",
+    "keeps_head",
+    "_head",
+)
+# Larger than any minute number (about 3e7 today), and small enough that key number *
+# stride + bucket stays an exact float for a million keys.
+_KEY_STRIDE: Final = 2.0**33
+_request_id: Final = attrgetter("request_id")
+_ts: Final = attrgetter("ts")
+_timestamp: Final = datetime.timestamp
+_status: Final = attrgetter("status")
+_input_tokens: Final = attrgetter("input_tokens")
+_output_tokens: Final = attrgetter("output_tokens")
+_cache_read: Final = attrgetter("cache_read_input_tokens")
+_cache_write: Final = attrgetter("cache_write_input_tokens")
+_token_source: Final = attrgetter("token_source")
+_latency_ms: Final = attrgetter("latency_ms")
+_ttft_ms: Final = attrgetter("ttft_ms")
+_is_value: Final = partial(is_not, None)
+
+
 def _tally(vector: list[float]) -> Tally:
     return Tally(*(int(value) for value in vector[:_WIDTH]))
 
@@ -291,9 +486,14 @@ class IngestStats:
 
 @dataclass(slots=True)
 class Store:
-    """Rolling per-model usage from the log. Feed it from one thread only."""
+    """Rolling per-model usage from the log. Feed it from one thread only.
+
+    ``group_by`` names the record field the series are kept per (the model id; another store
+    can keep them per app or caller): the "model" of every query below is a value of it.
+    """
 
     since: float | None = None
+    group_by: str = "model_id"
     stats: IngestStats = field(default_factory=IngestStats)
     version: int = 0  # bumped on every change, so views can skip redraws when nothing moved
     last_epoch: float | None = None  # newest request end seen
@@ -303,11 +503,21 @@ class Store:
     _now: int = 0  # the latest clock reading given to ingest() or prune()
     _since_epoch: float = field(init=False, default=-math.inf)
     _since_quarter: int = field(init=False, default=-1)
+    _group: Callable[[UsageRecord], str] = field(init=False, repr=False)
+    # Block ingest numbers the keys: key -> number * _KEY_STRIDE, and number -> key.
+    _key_offsets: dict[str, float] = field(init=False, repr=False, default_factory=dict)
+    _keys: list[str] = field(init=False, repr=False, default_factory=list)
+    # With ``keeps_head``: the first DEDUP_WINDOW request ids, so that a store of a later part
+    # of the log can be merged after an earlier one with the duplicates across the seam
+    # replaced, as one store fed both parts in order would have.
+    keeps_head: bool = False
+    _head: set[str] = field(init=False, repr=False, default_factory=set)
 
     # -- ingest -------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self._since_epoch = -math.inf if self.since is None else self.since
         self._since_quarter = -1 if self.since is None else int(self.since) // QUARTER_S
+        self._group = attrgetter(self.group_by)
 
     def _horizon(self, now: float) -> float:
         """Nothing older than this is kept: 40 days, or back to ``since`` if that is older."""
@@ -323,9 +533,9 @@ class Store:
         """
         batch = records if isinstance(records, list) else list(records)
         horizon = self._horizon(now)
-        by_id = {record.request_id: record for record in batch}
+        by_id = dict(zip(map(_request_id, batch), batch, strict=True))
         # Duplicates are rare: check the whole batch at C speed (dict views walk the smaller
-        # side) and only walk it record by record when one is there.
+        # side) and only look at single records when one is there.
         if (
             len(by_id) == len(batch)
             and "" not in by_id
@@ -333,7 +543,7 @@ class Store:
         ):
             kept = self._ingest_unique(batch, by_id, horizon, now)
         else:
-            kept = self._ingest_each(batch, horizon, now)
+            kept = self._ingest_replacing(batch, horizon, now)
         if kept:
             self.stats.accepted += kept
             self.version += 1
@@ -343,35 +553,48 @@ class Store:
     def _ingest_unique(
         self, batch: list[UsageRecord], by_id: dict[str, UsageRecord], horizon: float, now: float
     ) -> int:
-        too_old = self._apply_many(batch, 1, now, horizon)
+        too_old = self._apply_block(batch, now, horizon)
         kept = batch
         if too_old:
             kept = [record for record in batch if record.ts.timestamp() >= horizon]
-            by_id = {record.request_id: record for record in kept}
+            by_id = dict(zip(map(_request_id, kept), kept, strict=True))
         # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all its records.
         if len(by_id) > DEDUP_WINDOW:
-            by_id = {record.request_id: record for record in kept[-DEDUP_WINDOW:]}
+            newest = kept[-DEDUP_WINDOW:]
+            by_id = dict(zip(map(_request_id, newest), newest, strict=True))
         self._remember(by_id)
         return len(kept)
 
-    def _ingest_each(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
-        kept = 0
+    def _ingest_replacing(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
+        """A batch with request ids seen before (in it or in earlier batches): every record is
+        added as a block, then each replaced earlier record is taken back. The counts are those
+        of adding and taking back record by record in order (sums commute), and so are the
+        sketches' maxima, which keep a replaced record's value as they always did."""
+        too_old = self._apply_block(batch, now, horizon)
+        kept = batch
+        if too_old:
+            kept = [record for record in batch if record.ts.timestamp() >= horizon]
+        request_ids = list(map(_request_id, kept))
+        counts = Counter(request_ids)
+        suspects = {request_id for request_id, count in counts.items() if count > 1}
+        for seen in self._remembered:
+            suspects.update(seen.keys() & counts.keys())
+        suspects.discard("")
         this_batch: dict[str, UsageRecord] = {}
-        for record in batch:
-            if record.ts.timestamp() < horizon:
-                self.stats.too_old += 1
-                continue
-            request_id = record.request_id
-            if request_id:
+        taken_back: list[UsageRecord] = []
+        for record, request_id in zip(kept, request_ids, strict=True):
+            if request_id in suspects:
                 previous = this_batch.get(request_id) or self._previous(request_id)
                 if previous is not None:
-                    self._apply_many([previous], -1, now, horizon)
-                    self.stats.replaced += 1
+                    taken_back.append(previous)
                 this_batch[request_id] = record
-            self._apply_many([record], 1, now, horizon)
-            kept += 1
-        self._remember(this_batch)
-        return kept
+        if taken_back:
+            self._apply_many(taken_back, -1, now, horizon)
+            self.stats.replaced += len(taken_back)
+        by_id = dict(zip(request_ids, kept, strict=True))
+        by_id.pop("", None)
+        self._remember(by_id)
+        return len(kept)
 
     def _previous(self, request_id: str) -> UsageRecord | None:
         for seen in reversed(self._remembered):
@@ -381,6 +604,11 @@ class Store:
         return None
 
     def _remember(self, records_by_id: dict[str, UsageRecord]) -> None:
+        if self.keeps_head and len(self._head) < DEDUP_WINDOW:
+            self._head.update(records_by_id)
+        self._remember_generation(records_by_id)
+
+    def _remember_generation(self, records_by_id: dict[str, UsageRecord]) -> None:
         # The request ids of whole batches, newest last, dropped oldest first once the rest
         # still holds DEDUP_WINDOW: no per-record bookkeeping, and a batch's dict is kept as it
         # was built for the duplicate check. A duplicate within the batch is handled above.
@@ -399,6 +627,141 @@ class Store:
         while self._remembered_count - len(generations[0]) >= DEDUP_WINDOW:
             self._remembered_count -= len(generations.popleft())
 
+    def _apply_block(self, records: list[UsageRecord], now: float, horizon: float) -> int:
+        """Add a block of records; returns how many were older than the horizon (left out).
+
+        The catch-up's hot path, with no Python-level work per record in the common case: the
+        block is ordered by (key, bucket) once, and each run of records of one key in one
+        bucket is summed, counted and binned by C loops (``map``, ``sum``, ``Counter``) and
+        added to its tiers once. A bucket is a minute inside the minute tier, else a quarter
+        hour. A block whose records fall on both sides of ``since`` or of the minute tier's
+        edge is split there first. Records of the last ``SECOND_WINDOW_S`` (the per-second
+        tier: few in a catch-up, all of a live batch) take the record-by-record path.
+        """
+        if not records:
+            return 0
+        epochs = list(map(_timestamp, map(_ts, records)))
+        since_epoch = self._since_epoch
+        minute_floor = now - MINUTE_WINDOW_S
+        second_floor = now - SECOND_WINDOW_S
+        low, high = min(epochs), max(epochs)
+        if (
+            low >= horizon
+            and high < second_floor
+            and (low >= since_epoch) == (high >= since_epoch)
+            and (low >= minute_floor) == (high >= minute_floor)
+        ):
+            self._add_run(records, epochs, low >= since_epoch, low >= minute_floor)
+            self._note_newest(high)
+            return 0
+        too_old = 0
+        latest: list[UsageRecord] = []
+        parts: dict[tuple[bool, bool], tuple[list[UsageRecord], list[float]]] = {}
+        newest = -math.inf
+        for record, epoch in zip(records, epochs, strict=True):
+            if epoch < horizon:
+                too_old += 1
+            elif epoch >= second_floor:
+                latest.append(record)
+            else:
+                flags = (epoch >= since_epoch, epoch >= minute_floor)
+                part = parts.get(flags)
+                if part is None:
+                    part = parts[flags] = ([], [])
+                part[0].append(record)
+                part[1].append(epoch)
+                if epoch > newest:
+                    newest = epoch
+        for (after_since, in_minutes), (part_records, part_epochs) in parts.items():
+            self._add_run(part_records, part_epochs, after_since, in_minutes)
+        self._note_newest(newest)
+        self.stats.too_old += too_old
+        if latest:
+            self._apply_many(latest, 1, now, horizon)
+        return too_old
+
+    def _note_newest(self, epoch: float) -> None:
+        if epoch > -math.inf and (self.last_epoch is None or epoch > self.last_epoch):
+            self.last_epoch = epoch
+
+    def _add_run(
+        self, records: list[UsageRecord], epochs: list[float], after_since: bool, in_minutes: bool
+    ) -> None:
+        """Add records that are all on one side of ``since`` and of the minute tier's edge."""
+        width = 60.0 if in_minutes else float(QUARTER_S)
+        groups = list(map(self._group, records))
+        try:
+            offsets = list(map(self._key_offsets.__getitem__, groups))
+        except KeyError:
+            for key in set(groups).difference(self._key_offsets):
+                self._key_offsets[key] = float(len(self._keys) * _KEY_STRIDE)
+                self._keys.append(key)
+            offsets = list(map(self._key_offsets.__getitem__, groups))
+        # (key, bucket) as one float, key number * _KEY_STRIDE + bucket: sorting and counting
+        # floats is several times cheaper than tuples. A stable sort puts each run together,
+        # in the block's order.
+        codes = list(map(add, offsets, map(floordiv, epochs, repeat(width))))
+        ordered = list(map(records.__getitem__, sorted(range(len(records)), key=codes.__getitem__)))
+        sizes = Counter(codes)
+        all_series = self._series
+        since_quarter = self._since_quarter
+        keys = self._keys
+        start = 0
+        for code in sorted(sizes):
+            end = start + sizes[code]
+            number = int(code // _KEY_STRIDE)
+            key = keys[number]
+            bucket = int(code - number * _KEY_STRIDE)
+            run = ordered[start:end]
+            start = end
+            series = all_series.get(key)
+            if series is None:
+                series = all_series[key] = _ModelSeries()
+            series.version += 1
+            series.settled += 1  # a block may hold any minute
+            statuses = list(map(_status, run))
+            vector = _new_vector()
+            vector[REQUESTS] = len(run)
+            vector[INPUT] = sum(map(_input_tokens, run))
+            vector[OUTPUT] = sum(map(_output_tokens, run))
+            vector[CACHE_READ] = sum(map(_cache_read, run))
+            vector[CACHE_WRITE] = sum(map(_cache_write, run))
+            for status, slot in _STATUS_SLOT.items():
+                vector[slot] = statuses.count(status)
+            vector[ESTIMATED] = list(map(_token_source, run)).count("estimate")
+            # Latency is a property of successful calls (status "ok").
+            failed = sum(vector[slot] for slot in _STATUS_SLOT.values())
+            ok = run if not failed else list(compress(run, map(eq, statuses, repeat("ok"))))
+            latencies = list(map(_latency_ms, ok))
+            ttfts = list(filter(_is_value, map(_ttft_ms, run)))
+            vector[LATENCY_SUM] = sum(latencies)
+            vector[LATENCY_COUNT] = len(latencies)
+            vector[TTFT_SUM] = sum(ttfts)
+            vector[TTFT_COUNT] = len(ttfts)
+            latency_bins = _bins(latencies)
+            ttft_bins = _bins(ttfts)
+            latency_max = max(latencies, default=0.0)
+            ttft_max = max(ttfts, default=0.0)
+            quarter = bucket // 15 if in_minutes else bucket
+            tally = series.quarters.get(quarter)
+            if tally is None:
+                tally = series.quarters[quarter] = _new_vector()
+            _merge(tally, vector)
+            if after_since:
+                if quarter == since_quarter:
+                    _merge(series.since_edge, vector)
+                _add_bins(series.since_latency, latency_bins, latency_max)
+                _add_bins(series.since_ttft, ttft_bins, ttft_max)
+            if in_minutes:
+                cell = series.minutes.get(bucket)
+                if cell is None:
+                    cell = series.minutes[bucket] = _Minute()
+                _merge(cell.vector, vector)
+                _add_bins(cell.latency, latency_bins, latency_max)
+                _add_bins(cell.ttft, ttft_bins, ttft_max)
+                # "Recent requests" are the last day's.
+                series.recent.extend(run[-RECENT_REQUESTS:])
+
     def _apply_many(self, records: list[UsageRecord], sign: int, now: float, horizon: float) -> int:
         """Add (sign 1) or take back (sign -1) records; returns how many were older than the
         horizon (and left out).
@@ -407,6 +770,7 @@ class Store:
         loop touches bound to locals, because each lookup and call here is paid per record.
         """
         all_series = self._series
+        group = self._group
         since_epoch = self._since_epoch
         since_quarter = self._since_quarter
         minute_floor = now - MINUTE_WINDOW_S
@@ -419,9 +783,11 @@ class Store:
             if epoch < horizon:
                 too_old += 1
                 continue
-            series = all_series.get(record.model_id)
+            group_key = group(record)
+            series = all_series.get(group_key)
             if series is None:
-                series = all_series[record.model_id] = _ModelSeries()
+                series = all_series[group_key] = _ModelSeries()
+            series.version += 1
             second = int(epoch)
             quarter = second // QUARTER_S
             vector = series.quarters.get(quarter)
@@ -466,6 +832,8 @@ class Store:
                         sketch.max = ttft
             if epoch >= minute_floor:
                 minute = second // 60
+                if sign < 0 or second < series.newest_second // 60 * 60:
+                    series.settled += 1
                 cell = series.minutes.get(minute)
                 if cell is None:
                     cell = series.minutes[minute] = _Minute()
@@ -479,6 +847,8 @@ class Store:
                     if vector is None:
                         vector = series.seconds[second] = _new_vector()
                     _add(vector, record, sign)
+                    if sign > 0 and epoch > series.newest_second:
+                        series.newest_second = epoch
                 if sign > 0:  # "recent requests" are the last day's
                     series.recent.append(record)
             if sign > 0 and epoch > newest:
@@ -494,15 +864,112 @@ class Store:
         second = int(now)
         if second <= self._now:
             return
-        self._now = second
+        previous, self._now = self._now, second
+        # Minutes and quarters leave their windows only when the minute turns; a quiet
+        # model's seconds are soon all gone: a prune costs nothing per quiet model.
+        minute_turned = second // 60 != previous // 60
+        first_minute = (second - MINUTE_WINDOW_S) // 60
+        first_quarter = int(self._horizon(now)) // QUARTER_S
         for series in self._series.values():
-            _drop_before(series.seconds, second - SECOND_WINDOW_S)
-            _drop_before(series.minutes, (second - MINUTE_WINDOW_S) // 60)
-            _drop_before(series.quarters, int(self._horizon(now)) // QUARTER_S)
+            if series.seconds:
+                _drop_before(series.seconds, second - SECOND_WINDOW_S)
+            if minute_turned:
+                _drop_before(series.minutes, first_minute)
+                _drop_before(series.quarters, first_quarter)
+
+    # -- merging --------------------------------------------------------------------------------
+    def absorb_earlier(self, earlier: Store, now: float) -> None:
+        """Add a store of the part of the log just before this store's records (a history read
+        on the side, or one range of a catch-up split across processes), so that this store
+        holds what one store fed both parts in order would. Both must have the same ``since``
+        and grouping. A request id at the start of this store's part that ends ``earlier``'s
+        replaces the earlier record, as it would have record by record."""
+        if earlier.since != self.since or earlier.group_by != self.group_by:
+            raise ValueError("stores of different windows or groupings do not merge")
+        replaced = [
+            previous
+            for request_id in self._head
+            if (previous := earlier._previous(request_id)) is not None
+        ]
+        for key, theirs in earlier._series.items():
+            ours = self._series.get(key)
+            if ours is None:
+                ours = self._series[key] = _ModelSeries()
+            ours.absorb_earlier(theirs)
+        stats = self.stats
+        stats.accepted += earlier.stats.accepted
+        stats.replaced += earlier.stats.replaced + len(replaced)
+        stats.too_old += earlier.stats.too_old
+        if earlier.last_epoch is not None:
+            self._note_newest(earlier.last_epoch)
+        # The remembered ids: the earlier store's generations come before this one's.
+        generations = self._remembered
+        for generation in reversed(earlier._remembered):
+            if self._remembered_count >= DEDUP_WINDOW:
+                break
+            generations.appendleft(generation)
+            self._remembered_count += len(generation)
+        if self.keeps_head:
+            self._head = (
+                earlier._head | self._head
+                if len(earlier._head) < DEDUP_WINDOW
+                else set(earlier._head)
+            )
+        if replaced:
+            self._apply_many(replaced, -1, now, self._horizon(now))
+        self.version += 1
+        self._now = max(self._now, earlier._now)
+        self.prune(now)
+
+    def stop_keeping_head(self) -> None:
+        """Once nothing more will be merged before this store's records."""
+        self.keeps_head = False
+        self._head = set()
+
+    def __getstate__(self) -> dict[str, object]:
+        """Records are packed with msgpack: pickling tens of thousands of structs one by one
+        costs more than reading them did (a partial store crosses a process boundary)."""
+        state = {name: getattr(self, name) for name in _PLAIN_STATE}
+        state["_series"] = {key: series.pack() for key, series in self._series.items()}
+        state["_remembered"] = [
+            (list(generation), _RECORDS_ENCODER.encode(list(generation.values())))
+            for generation in self._remembered
+        ]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name in _PLAIN_STATE:
+            object.__setattr__(self, name, state[name])
+        self._group = attrgetter(self.group_by)
+        self._key_offsets = {}
+        self._keys = []
+        packed_series = state["_series"]
+        assert isinstance(packed_series, dict)
+        self._series = {key: _ModelSeries.unpack(packed) for key, packed in packed_series.items()}
+        packed_generations = state["_remembered"]
+        assert isinstance(packed_generations, list)
+        self._remembered = deque(
+            dict(zip(ids, _RECORDS_DECODER.decode(records), strict=True))
+            for ids, records in packed_generations
+        )
 
     # -- queries ------------------------------------------------------------------------------
     def model_ids(self) -> list[str]:
         return sorted(self._series)
+
+    def change_mark(self, model_id: str) -> tuple[int, float]:
+        """(how often the model's series changed, its newest request end in the last 15
+        minutes or -inf): what a view compares to know whether its figures of the model can
+        have moved. (-1, -inf) for a model the store does not know."""
+        series = self._series.get(model_id)
+        if series is None:
+            return -1, -math.inf
+        return series.version, series.newest_second
+
+    def settled_mark(self, model_id: str) -> int:
+        """Moves when a minute before the model's newest one changes (see ``change_mark``)."""
+        series = self._series.get(model_id)
+        return -1 if series is None else series.settled
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._series
@@ -563,6 +1030,15 @@ class Store:
                 _sum_buckets(total, series.quarters, lo, hi)
         return total
 
+    def minute_tally(self, model_id: str | None, minute: int) -> Tally:
+        """The minute tier's bucket ``minute`` (POSIX seconds // 60)."""
+        total = _new_vector()
+        for series in self._selected(model_id):
+            cell = series.minutes.get(minute)
+            if cell is not None:
+                _merge(total, cell.vector)
+        return _tally(total)
+
     def rates(self, model_id: str | None, now: float, window_s: int = 60) -> Rates:
         """Per-second tier rates over the last ``window_s`` seconds ending at ``now``."""
         vector = self._vector_between(model_id, now - window_s, now)
@@ -591,6 +1067,22 @@ class Store:
                     sketch.merge(cell.ttft if ttft else cell.latency)
                     total_ms += cell.vector[TTFT_SUM if ttft else LATENCY_SUM]
         return sketch.percentiles(total_ms)
+
+    def minute_sketch(
+        self, model_id: str | None, first_minute: int, last_minute: int, ttft: bool = False
+    ) -> tuple[LatencySketch, float]:
+        """The latency (or TTFT) sketch of the minutes ``first_minute..last_minute`` merged,
+        and the sum of its values: ``latency`` is this over the minutes a window overlaps."""
+        sketch = LatencySketch()
+        total_ms = 0.0
+        for series in self._selected(model_id):
+            minutes = series.minutes
+            for minute in range(first_minute, last_minute + 1):
+                cell = minutes.get(minute)
+                if cell is not None:
+                    sketch.merge(cell.ttft if ttft else cell.latency)
+                    total_ms += cell.vector[TTFT_SUM if ttft else LATENCY_SUM]
+        return sketch, total_ms
 
     def second_series(
         self, model_id: str | None, now: float, field_index: int, points: int = 60
@@ -676,6 +1168,20 @@ class Store:
             merged.extend(series.recent)
         merged.sort(key=lambda record: record.ts, reverse=True)
         return merged[:limit]
+
+
+def _merged_vectors(
+    earlier: dict[int, list[float]], later: dict[int, list[float]]
+) -> dict[int, list[float]]:
+    """Bucket sums of two parts, in time order (pruning walks the front of the dict)."""
+    merged = {key: list(vector) for key, vector in earlier.items()}
+    for key, vector in later.items():
+        found = merged.get(key)
+        if found is None:
+            merged[key] = vector
+        else:
+            _merge(found, vector)
+    return dict(sorted(merged.items()))
 
 
 def _merge(total: list[float], vector: list[float]) -> None:

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,17 @@ def write_lines(path: Path, *chunks: bytes | UsageRecord) -> None:
     with path.open("ab") as handle:
         for chunk in chunks:
             handle.write(to_json_line(chunk) if isinstance(chunk, UsageRecord) else chunk)
+
+
+async def settle(
+    pilot: Any, condition: Callable[[], object], what: Callable[[], str], timeout: float = 10.0
+) -> None:
+    """Let the app run until ``condition()`` holds; fail with ``what()`` (the last state seen,
+    such as the panel text) after ``timeout`` seconds. Pilot tests wait for what they assert,
+    never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    await pilot.pause()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout:g} s; last seen:\n{what()}")
+        await pilot.pause(0.02)

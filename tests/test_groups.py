@@ -10,6 +10,7 @@ import pytest
 
 from monitor.groups import NO_VALUE, OTHER, GroupIndex
 from monitor.records import UsageRecord
+from tests.conftest import record
 
 NOW = 1_796_000_000.0
 Make = Callable[..., UsageRecord]
@@ -122,3 +123,34 @@ def test_unknown_dimension_is_refused() -> None:
         GroupIndex(("app", "colour"))
     with pytest.raises(KeyError):
         GroupIndex(("app",)).group_names("caller")
+
+
+def test_groups_of_an_earlier_part_merge_as_if_read_in_one_pass() -> None:
+    now = 1_800_000_000.0
+    records = [
+        record(
+            request_id=f"r{i}",
+            app=f"app-{i % 5}",
+            caller=f"role/c{i % 3}",
+            epoch=now - 4000 + i * 10,
+            input_tokens=10 + i,
+            output_tokens=i,
+        )
+        for i in range(300)
+    ]
+    # The later part repeats two request ids of the earlier one: the later record wins.
+    later = [*records[150:], record(request_id="r3", app="app-3", epoch=now - 10, input_tokens=1)]
+    one_pass = GroupIndex(since=now - 3600, max_groups=4)
+    one_pass.ingest(records[:150], now)
+    one_pass.ingest(later, now)
+    earlier = GroupIndex(since=now - 3600, max_groups=4)
+    earlier.ingest(records[:150], now)
+    merged = GroupIndex(since=now - 3600, max_groups=4)
+    merged.ingest(later, now)
+    merged.absorb_earlier(earlier, now)
+    for dimension in ("app", "caller"):
+        assert sorted(merged.group_names(dimension)) == sorted(one_pass.group_names(dimension))
+        for name in one_pass.group_names(dimension):
+            assert merged.since_tally(dimension, name) == one_pass.since_tally(dimension, name)
+            assert merged.model_tallies(dimension, name) == one_pass.model_tallies(dimension, name)
+        assert merged.folded(dimension)[0] == one_pass.folded(dimension)[0]

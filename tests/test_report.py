@@ -109,7 +109,10 @@ def test_once_json_has_the_contract_fields(usage_log: Path) -> None:
 def test_since_takes_durations_and_timestamps(usage_log: Path) -> None:
     wide = json.loads(run("--once", "--json", "--log", str(usage_log), "--since", "3h").stdout)
     assert wide["totals"]["local"]["requests"] == 5
-    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 15))
+    # Between the records written 20 s and 10 s before the fixture's clock, however long the
+    # first run took on a loaded machine.
+    third = parse_line(usage_log.read_bytes().splitlines()[2]).epoch
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(third - 5))
     narrow = json.loads(run("--once", "--json", "--log", str(usage_log), "--since", start).stdout)
     assert narrow["totals"]["local"]["requests"] == 2
     assert narrow["since"] == start

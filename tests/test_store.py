@@ -15,6 +15,7 @@ from monitor.store import (
     RELATIVE_ERROR,
     REQUESTS,
     LatencySketch,
+    Percentiles,
     Store,
     Tally,
 )
@@ -255,3 +256,90 @@ def test_recent_requests_newest_first() -> None:
     store = Store()
     store.ingest([record(epoch=NOW - i, request_id=f"r{i}") for i in range(5)], NOW)
     assert [r.request_id for r in store.recent_requests(HAIKU, 3)] == ["r0", "r1", "r2"]
+
+
+def _exact(values: Percentiles) -> tuple[object, ...]:
+    # Means are sums of floats, whose last bits depend on the order of addition.
+    avg = None if values.avg is None else round(values.avg, 6)
+    return (values.count, values.p50, values.p90, values.p99, values.max, avg)
+
+
+def _figures(store: Store, now: float) -> tuple[object, ...]:
+    """Everything a view reads, for comparing two stores."""
+    models = store.model_ids()
+    return (
+        models,
+        store.stats.accepted,
+        store.stats.replaced,
+        store.last_epoch,
+        [store.since_tally(m) for m in [*models, None]],
+        [_exact(store.since_latency(m)) for m in [*models, None]],
+        [_exact(store.since_ttft(m)) for m in [*models, None]],
+        [store.tally_between(m, now - span, now) for m in models for span in (600, 7200, 9e5)],
+        [_exact(store.latency(m, now, 300)) for m in models],
+        store.second_series(None, now, INPUT, 120),
+        store.minute_series(None, now, OUTPUT, 1440),
+        store.minute_quantiles(None, now, 0.99, 30),
+        [r.request_id for r in store.recent_requests(None, 500)],
+    )
+
+
+def _mixed_records(count: int, seed: int) -> list[object]:
+    rng = random.Random(seed)
+    records = []
+    for serial in range(count):
+        epoch = NOW - 3 * 86400 + serial * (3 * 86400 / count) + rng.uniform(-5, 5)
+        # A few request ids come back a little later with other values (the last one wins).
+        repeat = serial - rng.randrange(1, 40) if serial > 40 and rng.random() < 0.03 else serial
+        status = rng.choice(("ok",) * 8 + ("throttled", "server_error"))
+        records.append(
+            record(
+                epoch=min(epoch, NOW - 1),
+                request_id=f"r-{repeat}",
+                model_id=rng.choice((HAIKU, SONNET, "amazon.nova-lite-v1:0")),
+                input_tokens=rng.randrange(5000),
+                output_tokens=rng.randrange(900),
+                latency_ms=rng.choice((0.0, 0.005, round(rng.lognormvariate(6, 1.2), 3))),
+                ttft_ms=rng.choice((None, round(rng.lognormvariate(5, 1), 3))),
+                status=status,
+                cache_read_input_tokens=rng.choice((0, 0, 1200)),
+                token_source=rng.choice(("body", "estimate")),
+            )
+        )
+    return records
+
+
+@pytest.mark.parametrize("cut", [1, 5000, 11_111, 29_999])
+def test_a_store_of_the_earlier_part_merged_in_front_equals_one_store(cut: int) -> None:
+    """Blocks ingested in order into one store, or split at ``cut``: the earlier part in a
+    store of its own (sent through pickle, as from another process) merged in front of the
+    later part's store, with the duplicates across the cut replaced."""
+    records = _mixed_records(30_000, seed=cut)
+    since = NOW - 86400 - 123.4
+
+    def feed(store: Store, part: list[object]) -> None:
+        for start in range(0, len(part), 4096):
+            store.ingest(part[start : start + 4096], NOW)  # type: ignore[arg-type]
+
+    whole = Store(since=since)
+    feed(whole, records)
+    earlier, later = Store(since=since), Store(since=since, keeps_head=True)
+    feed(earlier, records[:cut])
+    feed(later, records[cut:])
+    import pickle
+
+    later.absorb_earlier(pickle.loads(pickle.dumps(earlier)), NOW)
+    assert whole.stats.replaced > 0
+    assert _figures(later, NOW) == _figures(whole, NOW)
+
+
+def test_block_ingest_equals_record_by_record() -> None:
+    """The same records one at a time (the per-record path) or in blocks (the block path)."""
+    records = _mixed_records(6000, seed=3)
+    since = NOW - 2 * 86400 + 17.5
+    blocks, singles = Store(since=since), Store(since=since)
+    for start in range(0, len(records), 1000):
+        blocks.ingest(records[start : start + 1000], NOW)  # type: ignore[arg-type]
+    for item in records:
+        singles.ingest([item], NOW)  # type: ignore[list-item]
+    assert _figures(blocks, NOW) == _figures(singles, NOW)

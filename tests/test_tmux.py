@@ -59,6 +59,18 @@ class Tmux:
             subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
             time.sleep(0.3)
 
+    def wait_for_all(
+        self, *strings: str, absent: tuple[str, ...] = (), timeout: float = 15.0
+    ) -> str:
+        """The first capture that shows every one of ``strings`` and none of ``absent``: a test
+        asserts only on a capture taken for what it asserts, never on a half-drawn frame."""
+        return self.wait_for(
+            lambda screen: (
+                all(s in screen for s in strings) and not any(s in screen for s in absent)
+            ),
+            timeout,
+        )
+
     def wait_for(self, check: Callable[[str], bool], timeout: float = 10.0) -> str:
         deadline = time.monotonic() + timeout
         text = ""
@@ -75,6 +87,19 @@ class Tmux:
             path.unlink(missing_ok=True)
 
 
+def written(path: Path, timeout: float = 15.0) -> str:
+    """A file the shell in the pane writes once the program has exited, after its last line
+    is complete (the shell may still be writing when it first appears)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            text = path.read_text()
+            if text.endswith("\n"):
+                return text
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was never written")
+
+
 @pytest.fixture
 def tmux_demo() -> Iterator[Tmux]:
     session = Tmux(120, 40, f"{sys.executable} -m monitor --demo --demo-seed 3")
@@ -86,32 +111,23 @@ def tmux_demo() -> Iterator[Tmux]:
 
 @needs_tmux
 def test_demo_open_model_back_and_quit(tmux_demo: Tmux) -> None:
-    first = tmux_demo.wait_for(lambda s: "req/m" in s and "claude" in s)
-    assert "LOCAL" in first and "CloudWatch off" in first
+    tmux_demo.wait_for_all("req/m", "claude", "LOCAL", "CloudWatch off")
     tmux_demo.keys("Enter")
-    # Wait for the whole frame: on a loaded machine a capture can land between two halves.
-    detail = tmux_demo.wait_for(
-        lambda s: "MODEL" in s and "latency p50" in s and "Prompt cache" in s and "esc back" in s
-    )
-    assert "Prompt cache" in detail and "esc back" in detail
+    tmux_demo.wait_for_all("MODEL", "latency p50", "Prompt cache", "esc back")
     tmux_demo.keys("Escape")
-    tmux_demo.wait_for(lambda s: "req/m" in s and "MODEL" not in s)
+    tmux_demo.wait_for_all("req/m", absent=("MODEL",))
     tmux_demo.keys("q")
-    deadline = time.monotonic() + 10
-    while not tmux_demo.marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert tmux_demo.marker.read_text().strip() == "0"
-    time.sleep(0.3)
-    stty = Path(f"{tmux_demo.marker}.stty").read_text()
-    # The terminal is back in cooked mode with echo, and the alternate screen is gone.
+    assert written(tmux_demo.marker).strip() == "0"
+    stty = written(Path(f"{tmux_demo.marker}.stty"))
+    # The terminal is back in cooked mode with echo.
     assert " icanon" in stty and " echo" in stty
-    after = tmux_demo.screen()
-    assert "req/m" not in after
+    # The alternate screen is gone: the table is no longer on the terminal.
+    tmux_demo.wait_for(lambda screen: "req/m" not in screen)
 
 
 @needs_tmux
 def test_sigterm_restores_the_terminal(tmux_demo: Tmux) -> None:
-    tmux_demo.wait_for(lambda s: "req/m" in s)
+    tmux_demo.wait_for_all("req/m")
     pane_pid = int(
         subprocess.run(
             ["tmux", "display-message", "-p", "-t", tmux_demo.name, "#{pane_pid}"],
@@ -125,11 +141,8 @@ def test_sigterm_restores_the_terminal(tmux_demo: Tmux) -> None:
     ]
     assert children
     children[0].terminate()
-    deadline = time.monotonic() + 10
-    while not tmux_demo.marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert tmux_demo.marker.read_text().strip() == "143"
-    stty = Path(f"{tmux_demo.marker}.stty").read_text()
+    assert written(tmux_demo.marker).strip() == "143"
+    stty = written(Path(f"{tmux_demo.marker}.stty"))
     assert " icanon" in stty and " echo" in stty
 
 

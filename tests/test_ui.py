@@ -11,6 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from monitor.feed import LocalFeed
+from monitor.formatting import format_count
 from monitor.records import to_json_line
 from monitor.store import Tally
 from monitor.ui.app import INTERVAL_STEPS, BedrockTopApp, seeded_demo_feed
@@ -24,7 +25,7 @@ from monitor.ui.hooks import (
 from monitor.ui.screens import HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import load_themes
 from monitor.ui.widgets import Chart, ModelTable, TextPanel
-from tests.conftest import record
+from tests.conftest import record, settle
 
 NOW = 1_790_000_000.0  # 2026-09-21T13:33:20Z
 
@@ -202,13 +203,13 @@ async def test_pause_freezes_view_but_sources_keep_collecting(
             log.write(to_json_line(new))
         clock[0] = NOW + 1
         feed.tailer.poll()
-        await pilot.pause(0.6)  # two refresh intervals
-        assert "brand.new-model-v1:0" in app.feed.store  # collected
-        assert [row.cells for row in table(app).rows] == before  # but not shown
+        # A refresh drains the batch into the store.
+        await settle(pilot, lambda: "brand.new-model-v1:0" in app.feed.store, lambda: str(ids(app)))
+        await pilot.pause(0.3)  # and one more refresh passes, which must not draw it
+        assert [row.cells for row in table(app).rows] == before  # collected but not shown
         await pilot.press("p")
-        await pilot.pause()
+        await settle(pilot, lambda: "brand.new-model-v1:0" in ids(app), lambda: str(ids(app)))
         assert not app.paused
-        assert "brand.new-model-v1:0" in ids(app)
 
 
 async def test_refresh_interval_keys(demo_app: BedrockTopApp) -> None:
@@ -285,10 +286,14 @@ async def test_command_palette_runs_key_table_commands(demo_app: BedrockTopApp) 
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Pause or resume")
-        await pilot.pause(0.3)
+
+        def found() -> int:
+            commands = demo_app.screen.query("CommandList")
+            return commands.first().option_count if commands else 0
+
+        await settle(pilot, found, lambda: str(demo_app.screen))  # the search is asynchronous
         await pilot.press("enter")
-        await pilot.pause()
-        assert demo_app.paused
+        await settle(pilot, lambda: demo_app.paused, lambda: str(demo_app.screen))
 
 
 async def test_redraw_key_repaints(demo_app: BedrockTopApp) -> None:
@@ -342,8 +347,10 @@ async def test_new_model_row_appears_before_the_next_refresh(
         waker = threading.Thread(target=app._wake)  # as the tailer's thread does after a batch
         waker.start()
         waker.join()
-        await pilot.pause(0.3)
-        assert "us.example.fresh-model-v1:0" in ids(app)
+        # Long before the next refresh (30 s away).
+        await settle(
+            pilot, lambda: "us.example.fresh-model-v1:0" in ids(app), lambda: str(ids(app)), 5.0
+        )
 
 
 class _Budgets:
@@ -507,3 +514,53 @@ async def test_unknown_theme_falls_back_with_notice(
         await pilot.pause()
         assert app.theme == "bedrock-dark"
         assert any("no-such-theme" in str(n.message) for n in app._notifications)
+
+
+async def test_first_frame_then_history_behind_it(tmp_path: Path) -> None:
+    """The screen opens on the newest minutes, says its numbers are partial and shows the
+    history's progress, and when the history is merged shows the numbers of the whole log."""
+    from tests.test_report_equality import NOW as CORPUS_NOW
+    from tests.test_report_equality import write_corpus
+
+    write_corpus(tmp_path)
+    pattern = str(tmp_path / "usage-*.jsonl")
+    feed = LocalFeed(
+        [pattern], since=CORPUS_NOW - 3600, start_epoch=CORPUS_NOW - 86400, clock=lambda: CORPUS_NOW
+    )
+    feed.catch_up_recent(600, history_min_bytes=0)
+    history = feed.history
+    assert history is not None
+    gate = threading.Event()
+    arrived = history.ready
+    history.ready = lambda: gate.is_set() and arrived()  # type: ignore[method-assign]
+    app = BedrockTopApp(
+        feed, clock=lambda: CORPUS_NOW, follow=False, interval=0.25, catalog=load_themes(tmp_path)
+    )
+
+    def panels() -> str:
+        return "\n".join(
+            app.screen.query_one(f"#{name}", TextPanel).text.plain for name in ("sources", "totals")
+        )
+
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot, lambda: "PARTIAL" in panels() and "MB left" in panels(), panels)
+        recent_records = feed.tailer.state.records
+        gate.set()
+        await settle(pilot, lambda: "PARTIAL" not in panels(), panels)
+        assert "MB left" not in panels()
+        whole = LocalFeed(
+            [pattern],
+            since=CORPUS_NOW - 3600,
+            start_epoch=CORPUS_NOW - 86400,
+            clock=lambda: CORPUS_NOW,
+        )
+        whole.catch_up()
+        assert feed.tailer.state.records == whole.tailer.state.records > recent_records
+        assert f"{format_count(whole.tailer.state.records)} records" in panels()
+        assert feed.store.since_tally() == whole.store.since_tally()
+        assert sorted(ids(app)) == whole.store.model_ids()
+        rates = {row.model_id: row.sort_values["req"] for row in table(app).rows}
+        assert rates == {
+            model: whole.store.rates(model, CORPUS_NOW, 60).requests_per_min
+            for model in whole.store.model_ids()
+        }

@@ -200,6 +200,32 @@ def _needed_before(fd: int, end: int, target: float) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUpRange:
+    """What a catch-up reads of one file: ``[start, end)``, the newest part from ``recent``."""
+
+    path: str
+    identity: tuple[int, int]
+    start: int
+    recent: int
+    end: int
+
+
+def line_start_after(path: str, offset: int) -> int:
+    """The first line start at or after ``offset`` (the end of the file if none)."""
+    if offset <= 0:
+        return 0
+    with open(path, "rb") as handle:
+        handle.seek(offset - 1)
+        while True:
+            block = handle.read(64 * 1024)
+            if not block:
+                return handle.tell()
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return handle.tell() - len(block) + newline + 1
+
+
 class _FollowedFile:
     """One open file, identified by (device, inode)."""
 
@@ -339,6 +365,90 @@ class LogTailer:
     def snapshot(self) -> dict[str, object]:
         with self._lock:
             return self.state.as_dict()
+
+    # -- catch-up in parts ------------------------------------------------------------------
+    def open_for_catch_up(self, recent_epoch: float | None = None) -> list[CatchUpRange]:
+        """Open every file present now, as the first pass would, without reading: the range
+        of each that the catch-up must read, and (with ``recent_epoch``) where its newest
+        part starts. The next ``poll()`` reads from each file's offset, which
+        ``skip_to`` moves when another reader takes a range."""
+        self._paths = self._expand()
+        self._paths_checked_at = time.monotonic()
+        ranges: list[CatchUpRange] = []
+        for path in self._paths:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                self._error(path, err)
+                continue
+            identity = (info.st_dev, info.st_ino)
+            followed = self._followed.get(identity) or self._open(path, identity)
+            if followed is None or followed.fd is None:
+                continue
+            fd = followed.fd
+            size = os.fstat(fd).st_size
+            recent = followed.offset
+            if recent_epoch is not None and size > followed.offset:
+                recent = max(followed.offset, find_start_offset(fd, size, recent_epoch))
+            ranges.append(CatchUpRange(path, identity, followed.offset, recent, size))
+        self._first_pass = False
+        return ranges
+
+    def skip_to(self, identity: tuple[int, int], offset: int) -> None:
+        """Continue a file at ``offset`` (a line start): what comes before it is read
+        elsewhere. Line numbers stay counted from the file's start."""
+        followed = self._followed.get(identity)
+        if followed is None:
+            return
+        followed.offset = followed.start_offset = offset
+        followed.partial = b""
+        followed.discarding = False
+        followed.lines_since_start = 0
+        followed.line_base = 0 if offset == 0 else None
+        with self._lock:
+            self.state.files[followed.path] = offset
+
+    def read_range(
+        self,
+        part: CatchUpRange,
+        start: int,
+        end: int,
+        on_block: Callable[[int], None] | None = None,
+    ) -> int:
+        """Read ``[start, end)`` of one file (line starts) through this tailer's parsing and
+        accounting, for a reader of one part of a catch-up; ``on_block(bytes)`` after each
+        block. Returns the records read."""
+        try:
+            fd = os.open(part.path, os.O_RDONLY)
+        except OSError as err:
+            self._error(part.path, err)
+            return 0
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != part.identity:
+                return 0  # replaced since the range was planned: the main tailer reads it
+            followed = _FollowedFile(part.path, fd, part.identity, start)
+            return self._drain(followed, end, on_block)
+        finally:
+            os.close(fd)
+
+    def absorb_earlier_state(self, earlier: LogSourceState) -> None:
+        """Counts of a part of the logs read elsewhere, just before what this tailer read:
+        the totals add up, and rejections keep the order they had in the files."""
+        with self._lock:
+            state = self.state
+            state.lines_read += earlier.lines_read
+            state.records += earlier.records
+            rejected = Counter(earlier.rejected)
+            rejected.update(state.rejected)
+            state.rejected = rejected
+            examples = deque(earlier.rejected_examples, maxlen=state.rejected_examples.maxlen)
+            examples.extend(state.rejected_examples)
+            state.rejected_examples = examples
+            for path, error in earlier.errors.items():
+                state.errors.setdefault(path, error)
 
     # -- one pass -------------------------------------------------------------------------------
     def poll(self, now_monotonic: float | None = None) -> int:
@@ -482,8 +592,13 @@ class LogTailer:
         with self._lock:
             self.state.errors[path] = message
 
-    def _drain(self, followed: _FollowedFile) -> int:
-        """Read a file from its offset to its current end."""
+    def _drain(
+        self,
+        followed: _FollowedFile,
+        end: int | None = None,
+        on_block: Callable[[int], None] | None = None,
+    ) -> int:
+        """Read a file from its offset to its current end (or to ``end``, a line start)."""
         fd = followed.fd
         if fd is None:
             return 0
@@ -494,6 +609,8 @@ class LogTailer:
             return 0
         size = info.st_size
         followed.mtime_ns = info.st_mtime_ns
+        if end is not None:
+            size = min(size, end)
         if size == followed.offset:
             return 0  # the common case while idle: nothing new, nothing to record
         followed.active_at = time.monotonic()
@@ -514,6 +631,8 @@ class LogTailer:
                 break
             followed.offset += len(block)
             total += self._consume(followed, block)
+            if on_block is not None:
+                on_block(len(block))
         if followed.gone_since is None:
             with self._lock:
                 self.state.files[followed.path] = followed.offset

@@ -25,11 +25,12 @@ from typing import ClassVar
 
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import BindingType
+from textual.css.query import NoMatches
 from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
-from monitor.feed import DAY_S, LocalFeed
+from monitor.feed import DAY_S, RECENT_FIRST_S, LocalFeed
 from monitor.formatting import printable
 from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
@@ -283,17 +284,21 @@ class BedrockTopApp(App[int]):
 
     def _tick(self) -> None:
         self.feed.drain()
+        self.feed.finish_history()
         now = self.now()
         if not self.paused:
             front = self._front()
             if front is not None:
-                front.refresh_view(now)
+                # A refresh that fires while the app shuts down finds its widgets gone.
+                with contextlib.suppress(NoMatches):
+                    front.refresh_view(now)
         self._sound_alarms(now)
         last = self.feed.store.last_epoch
         fleet = self.extras.fleet
         if fleet is not None and fleet.store.last_epoch is not None:
             last = max(last or 0.0, fleet.store.last_epoch)
-        idle = last is None or now - last > IDLE_AFTER_S
+        # While the history is read behind the screen, its progress moves every refresh.
+        idle = (last is None or now - last > IDLE_AFTER_S) and self.feed.history is None
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
 
     def _sound_alarms(self, now: float) -> None:
@@ -576,7 +581,8 @@ def run_app(args: argparse.Namespace) -> int:
             print(printable(f"bedrock-top: {where}: {problem}"), file=sys.stderr)
         return 2
     try:
-        session.feed.catch_up()
+        # The newest minutes now, for a first frame at once; the history behind it.
+        session.feed.catch_up_recent(RECENT_FIRST_S)
         config = session.config
         source = apps_source = None
         enabled, _why = cloudwatch_wanted(args, config)

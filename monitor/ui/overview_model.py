@@ -21,9 +21,11 @@ from monitor.store import (
     REQUESTS,
     SERVER_ERRORS,
     THROTTLES,
+    LatencySketch,
     Percentiles,
     Rates,
     Store,
+    Tally,
 )
 from monitor.ui.hooks import BudgetStatus, ScreenExtras, tightest_budget
 
@@ -31,10 +33,6 @@ RATE_WINDOW_S = 60  # req/min and tokens/s
 LATENCY_WINDOW_S = 300  # p50/p99 and the error and throttle counts
 SPEND_WINDOW_S = 3600
 SPARK_POINTS = 12  # minutes in the latency sparkline
-SPARK_REFRESH_S = 10.0  # completed minutes of the sparklines are recomputed this often
-# Percentiles over five minutes barely move in a second; merging twenty models' sketches every
-# second was a third of the refresh cost.
-LATENCY_REFRESH_S = 5.0
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 GAUGE_CELLS = 8
 
@@ -190,14 +188,19 @@ def _rate(value: float) -> str:
 
 
 class SparkCache:
-    """Per-model latency figures that are costly and move slowly: the 5-minute percentiles and
-    the current minute of the sparkline are recomputed every ``LATENCY_REFRESH_S``; the
-    completed minutes every ``SPARK_REFRESH_S`` or when the minute turns."""
+    """Per-model figures that cost more than a few lookups, kept until the store says they can
+    have moved (``Store.change_mark``, ``Store.settled_mark``) or their window turns: the
+    5-minute percentiles and the current minute of the sparkline (the model changed, or the
+    minute turned), the completed minutes of the sparkline and of the spend hour (a late
+    record changed one, or the minute turned). Nothing is recomputed on a timer, so nothing
+    shown is older than the last refresh."""
 
     def __init__(self) -> None:
-        self._done: dict[str, tuple[int, float, list[float | None]]] = {}
-        self._latest: dict[str, tuple[float, int, Percentiles, list[float | None]]] = {}
-        self._total: tuple[float, Percentiles] | None = None
+        self._done: dict[str, tuple[tuple[int, int], list[float | None]]] = {}
+        self._latest: dict[str, tuple[tuple[int, int, int], Percentiles, list[float | None]]] = {}
+        self._hour: dict[str, tuple[tuple[int, int], Tally]] = {}
+        self._window_done: dict[str, tuple[tuple[int, int, int], LatencySketch, float]] = {}
+        self._total: tuple[tuple[int, int], Percentiles] | None = None
 
     def values(self, store: Store, model_id: str, now: float) -> list[float | None]:
         return [*self._completed(store, model_id, now), *self._current(store, model_id, now)[1]]
@@ -207,33 +210,64 @@ class SparkCache:
 
     def total_latency(self, store: Store, now: float) -> Percentiles:
         """Every model's latency over the window, on the same schedule as the rows'."""
+        key = (int(now) // 60, store.version)
         cached = self._total
-        if (
-            cached is None
-            or int(cached[0]) // 60 != int(now) // 60
-            or (abs(now - cached[0]) >= LATENCY_REFRESH_S)
-        ):
-            cached = self._total = (now, store.latency(None, now, LATENCY_WINDOW_S))
+        if cached is None or cached[0] != key:
+            cached = self._total = (key, store.latency(None, now, LATENCY_WINDOW_S))
         return cached[1]
 
+    def hour_tally(self, store: Store, model_id: str, now: float) -> Tally:
+        """``store.tally_between(model_id, now - SPEND_WINDOW_S, now)``: the completed minutes
+        summed once per minute, the current one added at each call. Within a day, as the
+        spend hour always is, tally_between reads the minute tier."""
+        current = math.ceil(now / 60) - 1  # the last minute tally_between includes
+        key = (current, store.settled_mark(model_id))
+        cached = self._hour.get(model_id)
+        if cached is None or cached[0] != key:
+            done = store.tally_between(model_id, now - SPEND_WINDOW_S, current * 60)
+            cached = self._hour[model_id] = (key, done)
+        return cached[1] + store.minute_tally(model_id, current)
+
+    def forget(self, model_ids: set[str]) -> None:
+        """Drop what was kept for models that are no longer shown."""
+        for cache in (self._done, self._latest, self._hour, self._window_done):
+            for model_id in [m for m in cache if m not in model_ids]:
+                del cache[model_id]
+
     def _completed(self, store: Store, model_id: str, now: float) -> list[float | None]:
-        minute = int(now) // 60
+        key = (int(now) // 60, store.settled_mark(model_id))
         cached = self._done.get(model_id)
-        if cached is None or cached[0] != minute or abs(now - cached[1]) >= SPARK_REFRESH_S:
+        if cached is None or cached[0] != key:
             done = store.minute_quantiles(model_id, now - 60, 0.5, SPARK_POINTS - 1)
-            self._done[model_id] = cached = (minute, now, done)
-        return cached[2]
+            self._done[model_id] = cached = (key, done)
+        return cached[1]
 
     def _current(
         self, store: Store, model_id: str, now: float
     ) -> tuple[Percentiles, list[float | None]]:
+        """``store.latency`` over the window and the current minute's p50, from the window's
+        completed minutes (merged once per minute, or when a late record changes one) and the
+        current minute (merged when the model changed)."""
         minute = int(now) // 60
+        # The window's first minute moves when now - window crosses a minute edge, which is
+        # not when the current minute turns.
+        first = math.ceil((now - LATENCY_WINDOW_S) / 60)
+        key = (first, minute, store.change_mark(model_id)[0])
         cached = self._latest.get(model_id)
-        if cached is None or cached[1] != minute or abs(now - cached[0]) >= LATENCY_REFRESH_S:
-            latency = store.latency(model_id, now, LATENCY_WINDOW_S)
-            current = store.minute_quantiles(model_id, now, 0.5, 1)
-            cached = self._latest[model_id] = (now, minute, latency, current)
-        return cached[2], cached[3]
+        if cached is None or cached[0] != key:
+            done_key = (first, minute, store.settled_mark(model_id))
+            done = self._window_done.get(model_id)
+            if done is None or done[0] != done_key:
+                done = (done_key, *store.minute_sketch(model_id, first, minute - 1))
+                self._window_done[model_id] = done
+            current, current_ms = store.minute_sketch(model_id, minute, minute)
+            window = LatencySketch()
+            window.merge(done[1])
+            window.merge(current)
+            latency = window.percentiles(done[2] + current_ms)
+            cached = (key, latency, [current.quantile(0.5)])
+            self._latest[model_id] = cached
+        return cached[1], cached[2]
 
 
 def model_row(
@@ -272,7 +306,7 @@ def model_row(
     spend: float | None = None
     unpriced = False
     if extras.cost is not None:
-        hour = store.tally_between(model_id, now - SPEND_WINDOW_S, now)
+        hour = sparks.hour_tally(store, model_id, now)
         spend = extras.cost(model_id, hour)
         unpriced = spend is None and hour.total_tokens > 0
         cells["spend"] = Cell(format_usd(spend), "dim" if spend is None else "")

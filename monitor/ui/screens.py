@@ -6,8 +6,9 @@ Screens do not poll: the app calls ``refresh_view(now)`` on the screen in front 
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input
 
 from monitor.formatting import base_model_id, format_count, format_ms, format_usd, printable
+from monitor.quotas import ModelQuotas
 from monitor.store import (
     CLIENT_ERRORS,
     INPUT,
@@ -84,6 +86,9 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         more = f" (+{len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
         shown_path = printable(_shorten_path(path, max(16, width // 4)))
         text.append(f" · cannot read {shown_path}: {printable(problem)}{more}", style="bold")
+    progress = app.feed.history_progress()
+    if progress is not None:
+        text.append(" · " + history_text(*progress), style="bold")
     last = store.last_epoch
     text.append(f" · last {format_age(None if last is None else now - last)}")
     text.append(f" · every {app.interval:g}s")
@@ -141,6 +146,16 @@ def fleet_header(state: FleetState, now: float, width: int) -> Text:
     return text
 
 
+def history_text(records: int, bytes_done: int, bytes_total: int) -> str:
+    """The history read behind the screen: a gauge, records read, bytes left."""
+    fraction = bytes_done / bytes_total if bytes_total else 1.0
+    left = max(0, bytes_total - bytes_done)
+    return (
+        f"history {gauge(fraction)} {format_count(records)} records read, "
+        f"{format_count(left / 2**20)} MB left"
+    )
+
+
 class OverviewScreen(Screen[None]):
     """Every model, one row each, with totals above."""
 
@@ -154,6 +169,8 @@ class OverviewScreen(Screen[None]):
         # fleet's invocation logs.
         self._spark_caches = {"local": SparkCache(), "fleet": SparkCache()}
         self._shown_key: tuple[object, ...] | None = None
+        # (source, model id) -> the key its row was computed for, and the row.
+        self._rows: dict[tuple[str, str], tuple[tuple[object, ...], ModelRow]] = {}
         self._known_models: set[str] = set()
         self._visible: list[str] | None = None
 
@@ -202,10 +219,18 @@ class OverviewScreen(Screen[None]):
         store = app.view_store()
         groups = app.view_groups()
         dimension = app.group_by
+        budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
+        quotas = app.quota_statuses(now)
+        # Rates over the last minute slide every second while any model had a call in it;
+        # after that every figure shown moves only when the minute turns (or the data does).
+        last = store.last_epoch
+        active = last is not None and last >= now - RATE_WINDOW_S - 1
         key = (
             store.version,
             groups.version,
-            int(now),
+            int(now) if active else _minute_edges(now),
+            tuple(budgets),
+            dict(quotas),
             self.filter_text,
             app.sort_key,
             app.sort_reverse,
@@ -221,8 +246,6 @@ class OverviewScreen(Screen[None]):
         model_ids = store.model_ids()
         self._known_models = set(app.feed.store.model_ids())
         cloudwatch = app.extras.cloudwatch
-        budgets: Sequence[BudgetStatus] = app.budget_statuses(now)
-        quotas = app.quota_statuses(now)
         self.table.set_key_label(dimension)
         if dimension != "model":
             model_ids = groups.group_names(dimension)
@@ -231,10 +254,15 @@ class OverviewScreen(Screen[None]):
             if cloudwatch is not None:
                 # Models that only CloudWatch knows (other hosts, no wrapper here) get rows too.
                 model_ids = sorted(set(model_ids).union(cloudwatch.account_model_ids()))
-            every = [
-                model_row(store, m, now, app.extras, self._sparks, budgets, quotas)
-                for m in model_ids
-            ]
+            every = [self._row(m, now, budgets, quotas) for m in model_ids]
+            source = app.view_source
+            cached = [m for s, m in self._rows if s == source]
+            if len(cached) > len(model_ids):
+                present = set(model_ids)
+                self._rows = {
+                    k: v for k, v in self._rows.items() if k[0] != source or k[1] in present
+                }
+                self._sparks.forget(present)
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
@@ -268,6 +296,33 @@ class OverviewScreen(Screen[None]):
             )
             table.set_rows(rows)
 
+    def _row(
+        self,
+        model_id: str,
+        now: float,
+        budgets: Sequence[BudgetStatus],
+        quotas: Mapping[str, ModelQuotas],
+    ) -> ModelRow:
+        """A model's row, computed again only when its figures can have moved: its data
+        changed, the minute turned, or (while it had a call in the last minute) the second
+        did. With hundreds of quiet models, a refresh costs what the busy ones cost."""
+        app = self.bt
+        store = app.view_store()
+        version, newest = store.change_mark(model_id)
+        key = (
+            version,
+            int(now) if newest >= now - RATE_WINDOW_S - 1 else _minute_edges(now),
+            tuple(budgets),
+            quotas.get(model_id),
+            app.extras_version(),
+        )
+        cached = self._rows.get((app.view_source, model_id))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = model_row(store, model_id, now, app.extras, self._sparks, budgets, quotas)
+        self._rows[(app.view_source, model_id)] = (key, row)
+        return row
+
     def _totals_text(
         self, now: float, rows: Sequence[ModelRow], budgets: Sequence[BudgetStatus]
     ) -> Text:
@@ -276,6 +331,8 @@ class OverviewScreen(Screen[None]):
         summary = totals(rows, latency, app.extras, budgets)
         rates = Text(no_wrap=True, overflow="ellipsis")
         rates.append(f" {app.view_source.upper()} ", style="bold")
+        if app.view_source == "local" and app.feed.history is not None:
+            rates.append("PARTIAL (history loading) ", style="bold reverse")
         rates.append(f"{summary.models} {app.group_by}s · ")
         rates.append(f"{_num(summary.requests_per_min)} req/min · ")
         rates.append(f"in {_num(summary.input_tokens_per_s)} tok/s · ")
@@ -380,6 +437,12 @@ class OverviewScreen(Screen[None]):
         self.refresh_view(app.now())
 
 
+def _minute_edges(now: float) -> tuple[int, int]:
+    """What the per-minute figures depend on: the minute ``now`` is in, and the first minute
+    a window ending at ``now`` reaches (one more when ``now`` is exactly on an edge)."""
+    return int(now) // 60, math.ceil(now / 60)
+
+
 def _num(value: float) -> str:
     if value == 0:
         return "0"
@@ -476,6 +539,8 @@ class ModelScreen(Screen[None]):
         rates = store.rates(self.model_id, now, RATE_WINDOW_S)
         latency = store.latency(self.model_id, now, LATENCY_WINDOW_S)
         text.append(f"\n {self.bt.view_source.upper()} ", style="bold")
+        if self.bt.view_source == "local" and self.bt.feed.history is not None:
+            text.append("PARTIAL (history loading) ", style="bold reverse")
         text.append(
             f"{_num(rates.requests_per_min)} req/min · in {_num(rates.input_tokens_per_s)} tok/s"
             f" · out {_num(rates.output_tokens_per_s)} tok/s · p50 {format_ms(latency.p50)}"
