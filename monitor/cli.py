@@ -151,10 +151,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not args.demo_rate > 0:
         raise UsageError("--demo-rate must be greater than 0")
     try:
-        # One clock reading for the whole run: the report's "now" is the one --since counts back
-        # from, so a window of 1h is 3,600 s however long start-up took.
-        args.now_epoch = time.time()
-        args.since_epoch = parse_since(args.since, args.now_epoch)
+        args.since_epoch = parse_since(args.since, time.time())
     except ValueError as err:
         raise UsageError(str(err)) from None
     return args
@@ -200,7 +197,10 @@ def run_once(args: argparse.Namespace) -> int:
     from monitor.report import render_json, render_line, render_table
     from monitor.session import SessionError
 
-    now = getattr(args, "now_epoch", None) or time.time()
+    # --since counts back from the clock reading the report is made at, so a window of 1h is
+    # 3,600 s however long start-up took.
+    now = time.time()
+    args.since_epoch = parse_since(args.since, now)
     try:
         report = once_report(args, now)
     except SessionError as err:
