@@ -22,7 +22,7 @@ from monitor.paths import default_log_path
 if TYPE_CHECKING:
     pass
 
-SUBCOMMANDS = ("run", "init-config", "config")
+SUBCOMMANDS = ("run", "init-config", "config", "serve", "export")
 DEFAULT_SINCE = "1h"
 
 
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bedrock-top",
         description="Live token usage, latency, errors and spend of Amazon Bedrock models.",
         epilog="Sub-commands: 'bedrock-top run -- CMD ...' runs CMD with its bedrock-runtime "
-        "clients instrumented; 'bedrock-top init-config [--force]'; 'bedrock-top config show'.",
+        "clients instrumented; 'bedrock-top init-config [--force]'; 'bedrock-top config show'; "
+        "'bedrock-top serve [--host H] [--port P] [flags]' shows the screen in a browser; "
+        "'bedrock-top export --prometheus PORT [flags]' serves metrics with no terminal.",
     )
     parser.add_argument("--version", action="version", version=f"bedrock-top {__version__}")
     output = parser.add_argument_group("headless report")
@@ -102,8 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--theme", help="theme name (see --list-themes)")
     screen.add_argument("--list-themes", action="store_true", help="list themes and exit")
+    export = parser.add_argument_group("metrics")
+    export.add_argument(
+        "--prometheus",
+        type=_listen_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus/OpenMetrics metrics on PORT (host default 127.0.0.1; "
+        "export.prometheus_port in the configuration)",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="configuration file")
     return parser
+
+
+def _listen_address(text: str) -> object:
+    from monitor.exporter import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            str(err).removeprefix(f"--prometheus {text!r}: ")
+        ) from None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -161,6 +182,14 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         status: int = run_main(rest)
         return status
+    if name == "export":
+        from monitor.exporter import export_main
+
+        return export_main(rest)
+    if name == "serve":
+        from monitor.serve import serve_main
+
+        return serve_main(rest)
     if name in ("init-config", "config"):
         from monitor.config import subcommand_main
 
