@@ -187,3 +187,29 @@ def aiohttp_free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_serve_with_prometheus_runs_one_exporter_in_the_server(tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served = start_serve(tmp_path, "--port", "0", "--prometheus", "0", "--demo")
+    try:
+        served.wait_for_url()
+        deadline = time.monotonic() + 60
+        while not (
+            found := re.search(r"metrics on (http://\S+/metrics)", served.stderr.read_text())
+        ):
+            assert time.monotonic() < deadline and served.process.poll() is None, (
+                served.stderr.read_text()
+            )
+            time.sleep(0.1)
+        with urllib.request.urlopen(found.group(1), timeout=30) as response:
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        requests = families["bedrock_top_requests"].samples
+        assert {s.labels["source"] for s in requests} == {"local"}
+        assert sum(s.value for s in requests if s.name.endswith("_total")) > 0
+    finally:
+        served.process.terminate()
+        assert served.process.wait(timeout=20) == 0
