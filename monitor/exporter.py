@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from monitor.metrics import (
+    GaugeSample,
     MetricsBoard,
     MetricsSnapshot,
     ModelLabels,
@@ -218,9 +219,7 @@ def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> Metric
         )
     if session.config.budgets:
 
-        def budgets(field: str) -> Callable[[], list[Any]]:
-            from monitor.metrics import GaugeSample
-
+        def budgets(field: str) -> Callable[[], list[GaugeSample]]:
             def read() -> list[GaugeSample]:
                 samples = []
                 for status in session.budget_statuses(session.clock()):

@@ -159,7 +159,7 @@ async def run_server(
             ) from None
         raise ServeError(f"cannot listen on {where}: {err.strerror or err}") from None
     try:
-        bound = [sock.getsockname() for sock in site._server.sockets]  # type: ignore[union-attr]
+        bound = runner.addresses
         shown = host if ":" not in host else f"[{host}]"
         actual = bound[0][1] if bound else port
         print(

@@ -213,3 +213,24 @@ def test_serve_with_prometheus_runs_one_exporter_in_the_server(tmp_path: Path) -
     finally:
         served.process.terminate()
         assert served.process.wait(timeout=20) == 0
+
+
+def test_without_the_web_extra_serve_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from monitor.serve import ServeError
+
+    monkeypatch.setitem(sys.modules, "textual_serve.server", None)
+    with pytest.raises(ServeError, match=r"pip install 'bedrock-top\[web\]'"):
+        make_server("true", "127.0.0.1", 8000)
+
+
+def test_without_the_export_extra_prometheus_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from monitor.exporter import ExportError, ListenAddress, MetricsEndpoint
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", 0), lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ExportError, match=r"pip install 'bedrock-top\[export\]'"):
+        endpoint.start()
