@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the live screen in a browser. Every other flag is passed to the "
         "screen each browser tab starts (for example --demo, --log, --config).",
         add_help=True,
+        # Its flags must not swallow abbreviations of the screen's (--po..., --pro...).
+        allow_abbrev=False,
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1)")
     parser.add_argument(
