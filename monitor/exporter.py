@@ -31,7 +31,6 @@ from monitor.metrics import (
     ModelLabels,
     UsageSample,
     cloudwatch_usage,
-    health_gauges,
     log_health,
     store_usage,
 )
@@ -203,9 +202,12 @@ def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> Metric
         # Read at scrape time: the screen may have reloaded the configuration's prices.
         return session.price_book.cost_usd(model_id, tally)
 
-    board.add_usage(store_usage(session.feed.store, "local", cost, ModelLabels()))
+    board.add_source(
+        store_usage(session.feed.store, "local", cost, ModelLabels()),
+        lambda: log_health("local", session.feed.tailer.snapshot()),
+    )
     if cloudwatch is not None:
-        board.add_usage(
+        board.add_source(
             cloudwatch_usage(
                 cloudwatch.store,
                 session.since,
@@ -215,14 +217,23 @@ def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> Metric
                 cloudwatch.schedule.revise_s + 60,
                 cost,
                 ModelLabels(),
-            )
+            ),
+            lambda: cloudwatch_health(cloudwatch),
         )
     if session.config.budgets:
+        evaluated: list[Any] = [None, []]  # (monotonic time, statuses) of the last evaluation
+
+        def statuses() -> list[Any]:
+            # Both budget families of one scrape share one evaluation (a month's budget sums
+            # thousands of buckets per model).
+            if evaluated[0] is None or time.monotonic() - evaluated[0] > 1.0:
+                evaluated[:] = [time.monotonic(), session.budget_statuses(session.clock())]
+            return list(evaluated[1])
 
         def budgets(field: str) -> Callable[[], list[GaugeSample]]:
             def read() -> list[GaugeSample]:
                 samples = []
-                for status in session.budget_statuses(session.clock()):
+                for status in statuses():
                     value = getattr(status, field)
                     if value is None:
                         continue
@@ -249,20 +260,6 @@ def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> Metric
             budgets("projected_fraction"),
         )
 
-    def health() -> list[SourceHealth]:
-        states = [log_health("local", session.feed.tailer.snapshot())]
-        if cloudwatch is not None:
-            states.append(cloudwatch_health(cloudwatch))
-        return states
-
-    up, cost_per_hour = health_gauges(health)
-    board.add_gauge("source_up", "1 when the source's state is ok", ("source",), up)
-    board.add_gauge(
-        "source_cost_per_hour_usd",
-        "What the source's own requests cost the AWS bill per hour (projected)",
-        ("source",),
-        cost_per_hour,
-    )
     return board
 
 

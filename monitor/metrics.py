@@ -1,10 +1,10 @@
 """What the Prometheus endpoint publishes, as plain values: pure, no I/O, no prometheus_client.
 
-A :class:`MetricsBoard` holds *registrations*: a usage source (the local log's store, later the
-fleet's, CloudWatch) is one :meth:`MetricsBoard.add_usage` call, a gauge family (budgets, source
-health, later quotas) one :meth:`MetricsBoard.add_gauge` call. A scrape asks the board for a
-:class:`MetricsSnapshot`, taken on the thread that owns the stores; ``monitor.exporter`` turns it
-into prometheus_client families.
+A :class:`MetricsBoard` holds *registrations*: a source (the local log's store, later the
+fleet's, CloudWatch) is one :meth:`MetricsBoard.add_source` call (its counts and its health), a
+gauge family (budgets, later quotas) one :meth:`MetricsBoard.add_gauge` call. A scrape asks the
+board for a :class:`MetricsSnapshot`, taken on the thread that owns the stores;
+``monitor.exporter`` turns it into prometheus_client families.
 
 Numbers from different sources are never added: each sample carries its ``source`` label, and the
 local log's counters are exactly the report's ``local`` totals over the same window (the store's
@@ -91,6 +91,7 @@ class MetricsSnapshot:
 
 UsageReader = Callable[[], Iterable[UsageSample]]
 GaugeReader = Callable[[], Iterable[GaugeSample]]
+HealthReader = Callable[[], SourceHealth]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +109,18 @@ class MetricsBoard:
     created: float | None = None
     _usage: list[UsageReader] = field(default_factory=list)
     _gauges: list[_Gauge] = field(default_factory=list)
+    _health: list[HealthReader] = field(default_factory=list)
 
     def add_usage(self, read: UsageReader) -> None:
         """A usage source: its samples carry their own ``source`` label."""
         self._usage.append(read)
+
+    def add_source(self, usage: UsageReader | None, health: HealthReader) -> None:
+        """A source: its usage (if it has counts) and its health, which feeds the
+        ``source_up`` and ``source_cost_per_hour_usd`` gauges."""
+        if usage is not None:
+            self._usage.append(usage)
+        self._health.append(health)
 
     def add_gauge(
         self, name: str, documentation: str, label_names: Sequence[str], read: GaugeReader
@@ -120,11 +129,29 @@ class MetricsBoard:
 
     def snapshot(self) -> MetricsSnapshot:
         usage = tuple(sample for read in self._usage for sample in read())
-        gauges = tuple(
+        gauges = [
             GaugeFamily(g.name, g.documentation, g.label_names, tuple(g.read()))
             for g in self._gauges
-        )
-        return MetricsSnapshot(usage=usage, gauges=gauges, created=self.created)
+        ]
+        if self._health:
+            states = [read() for read in self._health]
+            gauges.append(
+                GaugeFamily(
+                    "source_up",
+                    "1 when the source's state is ok",
+                    ("source",),
+                    tuple(GaugeSample((("source", h.name),), float(h.up)) for h in states),
+                )
+            )
+            gauges.append(
+                GaugeFamily(
+                    "source_cost_per_hour_usd",
+                    "What the source's own requests cost the AWS bill per hour (projected)",
+                    ("source",),
+                    tuple(GaugeSample((("source", h.name),), h.cost_per_hour_usd) for h in states),
+                )
+            )
+        return MetricsSnapshot(usage=usage, gauges=tuple(gauges), created=self.created)
 
 
 def histogram(
@@ -306,19 +333,6 @@ def cloudwatch_usage(
         return samples
 
     return read
-
-
-def health_gauges(read: Callable[[], Iterable[SourceHealth]]) -> tuple[GaugeReader, GaugeReader]:
-    """``source_up`` (1 when a source's state is ok) and ``source_cost_per_hour_usd`` readers
-    from the sources' shared :class:`SourceHealth`."""
-
-    def up() -> list[GaugeSample]:
-        return [GaugeSample((("source", h.name),), 1.0 if h.up else 0.0) for h in read()]
-
-    def cost_per_hour() -> list[GaugeSample]:
-        return [GaugeSample((("source", h.name),), h.cost_per_hour_usd) for h in read()]
-
-    return up, cost_per_hour
 
 
 def log_health(name: str, state: Mapping[str, object]) -> SourceHealth:

@@ -182,3 +182,21 @@ async def test_cloudwatch_unreachable_is_source_down(aws_env: None) -> None:  # 
         assert "unreachable" in health.message or "failed" in health.message
     finally:
         await source.stop()
+
+
+def test_a_source_is_one_registration_with_its_health() -> None:
+    from monitor.sources.aws import SourceHealth
+
+    store = Store(since=time.time() - 3600)
+    store.ingest([record(model_id="a")], time.time())
+    board = MetricsBoard()
+    board.add_source(store_usage(store, "local"), lambda: SourceHealth("local", "ok"))
+    board.add_source(
+        None, lambda: SourceHealth("cloudwatch", "stale", "throttled", cost_per_hour_usd=0.03)
+    )
+    families = families_of(board)
+    up = {s.labels["source"]: s.value for s in families["bedrock_top_source_up"].samples}
+    assert up == {"local": 1.0, "cloudwatch": 0.0}
+    cost = families["bedrock_top_source_cost_per_hour_usd"].samples
+    assert {s.labels["source"]: s.value for s in cost} == {"local": 0.0, "cloudwatch": 0.03}
+    assert total(families, "bedrock_top_requests", source="local") == 1
