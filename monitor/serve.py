@@ -178,6 +178,7 @@ async def run_server(
 
 def serve_main(argv: list[str]) -> int:
     from monitor.cli import UsageError, parse_args
+    from monitor.session import SessionError, load_effective_config
 
     try:
         own, passed = build_parser().parse_known_args(argv)
@@ -190,7 +191,9 @@ def serve_main(argv: list[str]) -> int:
             raise UsageError("serve shows the live screen; --once and --list-themes do not apply")
         listen = parse_listen(own.prometheus) if own.prometheus is not None else None
         warning = check_host(own.host, own.public)
-    except (UsageError, ValueError, ServeError) as err:
+        # So is the configuration file: a tab would otherwise just end.
+        load_effective_config(screen_args)
+    except (UsageError, ValueError, ServeError, SessionError) as err:
         print(f"bedrock-top serve: {err}", file=sys.stderr)
         return 2
     if warning:

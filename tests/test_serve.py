@@ -234,3 +234,16 @@ def test_without_the_export_extra_prometheus_says_what_to_install(
     endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", 0), lambda: None)  # type: ignore[arg-type,return-value]
     with pytest.raises(ExportError, match=r"pip install 'bedrock-top\[export\]'"):
         endpoint.start()
+
+
+def test_a_broken_configuration_is_said_before_serving(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[ui]\nrefresh_s = 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "serve", "--port", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert str(config) in result.stderr and "ui.refresh_s" in result.stderr
