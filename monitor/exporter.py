@@ -30,6 +30,7 @@ from monitor.metrics import (
     MetricsSnapshot,
     ModelLabels,
     UsageSample,
+    app_metrics_usage,
     cloudwatch_usage,
     log_health,
     store_usage,
@@ -38,6 +39,7 @@ from monitor.sources.aws import SourceHealth
 
 if TYPE_CHECKING:
     from monitor.session import Session
+    from monitor.sources.app_metrics import AppMetricsSource
     from monitor.sources.cloudwatch import CloudWatchSource
 
 PREFIX = "bedrock_top_"
@@ -193,9 +195,14 @@ def _bound(seconds: float) -> str:
 # -- what is published ---------------------------------------------------------------------------
 
 
-def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> MetricsBoard:
-    """Every registration for a session: the local log's usage, CloudWatch's when it runs,
-    budget fractions, and each source's health. A new source or gauge is one more line here."""
+def build_board(
+    session: Session,
+    cloudwatch: CloudWatchSource | None,
+    apps: AppMetricsSource | None = None,
+) -> MetricsBoard:
+    """Every registration for a session: the local log's usage, CloudWatch's (``AWS/Bedrock``,
+    and the ``BedrockTop`` namespace per app) when it runs, budget fractions, and each source's
+    health. A new source or gauge is one more registration here."""
     board = MetricsBoard(created=session.since)
 
     def cost(model_id: str, tally: Any) -> float | None:
@@ -219,6 +226,17 @@ def build_board(session: Session, cloudwatch: CloudWatchSource | None) -> Metric
                 ModelLabels(),
             ),
             lambda: cloudwatch_health(cloudwatch),
+        )
+    if apps is not None:
+        board.add_source(
+            app_metrics_usage(
+                apps.store,
+                session.since,
+                lambda: apps.health.last_good,
+                apps.schedule.revise_s + 60,
+                cost,
+            ),
+            lambda: apps.health,
         )
     if session.config.budgets:
         evaluated: list[Any] = [None, []]  # (monotonic time, statuses) of the last evaluation
@@ -355,10 +373,11 @@ def screen_endpoint(
     cloudwatch: CloudWatchSource | None,
     address: ListenAddress,
     loop: Callable[[], asyncio.AbstractEventLoop | None],
+    apps: AppMetricsSource | None = None,
 ) -> MetricsEndpoint:
     """The endpoint of the live screen: snapshots taken on the screen's event loop, from the
     store as the screen last drained it (at most one refresh interval behind)."""
-    board = build_board(session, cloudwatch)
+    board = build_board(session, cloudwatch, apps)
     owner = OwnerLoop(loop, SCRAPE_TIMEOUT_S)
     return MetricsEndpoint(address, lambda: owner.call(board.snapshot))
 
@@ -381,10 +400,16 @@ class HeadlessExport:
     """The session's sources running on an event loop of their own, with no screen: the log
     followed into the store, CloudWatch polled, and snapshots taken there for each scrape."""
 
-    def __init__(self, session: Session, cloudwatch: CloudWatchSource | None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        cloudwatch: CloudWatchSource | None,
+        apps: AppMetricsSource | None = None,
+    ) -> None:
         self.session = session
         self.cloudwatch = cloudwatch
-        self.board = build_board(session, cloudwatch)
+        self.apps = apps
+        self.board = build_board(session, cloudwatch, apps)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_pending = False
         self._last_drain = 0.0
@@ -403,6 +428,9 @@ class HeadlessExport:
         if self.cloudwatch is not None:
             await self.cloudwatch.start()
             self.cloudwatch.run_in_background()
+        if self.apps is not None:
+            await self.apps.start()
+            self.apps.run_in_background()
 
     def _wake(self, _new_model: bool) -> None:
         """On the tailer's thread after each batch: one drain pending at a time, at most every
@@ -429,16 +457,24 @@ class HeadlessExport:
         if self.cloudwatch is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cloudwatch.stop(), timeout=2)
+        if self.apps is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.apps.stop(), timeout=2)
         self._loop = None
 
 
-def cloudwatch_source_for(session: Session, args: argparse.Namespace) -> CloudWatchSource | None:
-    """The CloudWatch poller the session wants (as the live screen builds it), or None."""
+def cloudwatch_sources_for(
+    session: Session, args: argparse.Namespace
+) -> tuple[CloudWatchSource | None, AppMetricsSource | None]:
+    """The CloudWatch pollers the session wants (``AWS/Bedrock`` and the ``BedrockTop``
+    namespace, as the live screen builds them), or None for each."""
     from monitor.session import cloudwatch_wanted
 
     enabled, _why = cloudwatch_wanted(args, session.config)
     if not enabled:
-        return None
+        return None, None
+    from monitor.sources.app_metrics import AppMetricsSource
+    from monitor.sources.aws import AwsTarget
     from monitor.sources.cloudwatch import CloudWatchSource
 
     config = session.config
@@ -451,7 +487,11 @@ def cloudwatch_source_for(session: Session, args: argparse.Namespace) -> CloudWa
         period_starts=session.budget_period_starts,
     )
     session.cloudwatch_store = source.store
-    return source
+    apps = AppMetricsSource(
+        AwsTarget(config.sources.region, config.sources.profile, config.sources.endpoint_url),
+        interval_s=config.sources.app_metrics_interval_s,
+    )
+    return source, apps
 
 
 def listen_address(session: Session) -> ListenAddress | None:
@@ -466,7 +506,7 @@ async def run_headless(
     session: Session, args: argparse.Namespace, address: ListenAddress, stop: asyncio.Event
 ) -> None:
     """Serve metrics until ``stop`` is set. Raises ExportError when the endpoint cannot start."""
-    service = HeadlessExport(session, cloudwatch_source_for(session, args))
+    service = HeadlessExport(session, *cloudwatch_sources_for(session, args))
     await service.start()
     endpoint = MetricsEndpoint(address, service.take_from_thread)
     try:

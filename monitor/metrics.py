@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from monitor import emf
+from monitor.app_metrics_store import AppMetricsStore
 from monitor.cloudwatch_store import (
     CACHE_READ,
     CACHE_WRITE,
@@ -328,6 +330,57 @@ def cloudwatch_usage(
             samples.append(
                 UsageSample(
                     labels=(("model_id", label), ("source", source)), tally=tally, cost_usd=usd
+                )
+            )
+        return samples
+
+    return read
+
+
+# Tally fields and the BedrockTop (EMF) metric each is read from. EMF counts errors as one
+# metric; they are kept as server errors here, and only their sum (``errors``) is published.
+_APP_FIELDS: Final = (
+    ("requests", emf.REQUESTS),
+    ("input_tokens", emf.INPUT_TOKENS),
+    ("output_tokens", emf.OUTPUT_TOKENS),
+    ("cache_read_input_tokens", emf.CACHE_READ),
+    ("cache_write_input_tokens", emf.CACHE_WRITE),
+    ("server_errors", emf.ERRORS),
+    ("throttles", emf.THROTTLES),
+)
+
+
+def app_metrics_usage(
+    store: AppMetricsStore,
+    since: float,
+    settled_at: Callable[[], float | None],
+    revise_s: float,
+    cost: CostOf | None = None,
+    source: str = "apps_cloudwatch",
+) -> UsageReader:
+    """The usage reader of the ``BedrockTop`` namespace (the wrapper's EMF blocks, added up by
+    CloudWatch over every instrumented host): account-wide counts per app and model since
+    ``since``, with an ``app`` label. The store holds at most ``MAX_SERIES`` pairs, which bounds
+    the label sets."""
+    totals: dict[tuple[str, str, str], RevisedMinuteTotal] = {}
+
+    def read() -> list[UsageSample]:
+        settled = settled_at()
+        samples = []
+        for app, model_id in store.pairs():
+            counts: dict[str, int] = {}
+            for field_name, metric in _APP_FIELDS:
+                total = totals.get((app, model_id, metric))
+                if total is None:
+                    total = totals[(app, model_id, metric)] = RevisedMinuteTotal(since, revise_s)
+                points = store.points(app, model_id, metric, total.open_from, _FAR_FUTURE)
+                counts[field_name] = round(total.update(points, settled))
+            tally = Tally(**counts)
+            samples.append(
+                UsageSample(
+                    labels=(("model_id", model_id), ("source", source), ("app", app)),
+                    tally=tally,
+                    cost_usd=None if cost is None else cost(model_id, tally),
                 )
             )
         return samples

@@ -24,6 +24,7 @@ from monitor.metrics import (
 )
 from monitor.store import LatencySketch, Store
 from tests.conftest import record
+from tests.test_app_metrics import bedrock_env  # noqa: F401 (fixture)
 from tests.test_cloudwatch_source import (  # noqa: F401 (fixtures)
     aws_env,
     cw,
@@ -200,3 +201,45 @@ def test_a_source_is_one_registration_with_its_health() -> None:
     cost = families["bedrock_top_source_cost_per_hour_usd"].samples
     assert {s.labels["source"]: s.value for s in cost} == {"local": 0.0, "cloudwatch": 0.03}
     assert total(families, "bedrock_top_requests", source="local") == 1
+
+
+async def test_bedrocktop_counters_carry_the_app_and_equal_the_records(
+    cw: Any,  # noqa: F811
+    moto_url: str,  # noqa: F811
+    server: Any,
+    bedrock_env: None,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """The wrapper's EMF blocks, added up by CloudWatch per app and model (moto), become
+    counters labelled with the app, equal to the records' own sums and apart from the rest."""
+    from monitor.metrics import app_metrics_usage
+    from monitor.records import parse_line
+    from tests.test_app_metrics import emit_fleet, hand_sums, ship, source_for
+
+    lines = emit_fleet(server, tmp_path / "usage.jsonl")
+    records = [parse_line(line) for line in lines]
+    ship(cw, lines)
+    source = source_for(moto_url)
+    try:
+        await source.poll_once()
+        assert source.health.status == "ok", source.health.message
+        board = MetricsBoard()
+        board.add_source(
+            app_metrics_usage(
+                source.store,
+                time.time() - 3600,
+                lambda: source.health.last_good,
+                source.schedule.revise_s + 60,
+            ),
+            lambda: source.health,
+        )
+        families = families_of(board)
+        expected = hand_sums(records)
+        for app in ("search-api", "batch-etl"):
+            for field in ("requests", "input_tokens", "output_tokens", "errors", "throttles"):
+                got = total(families, f"bedrock_top_{field}", app=app, source="apps_cloudwatch")
+                assert got == expected[app][field], (app, field)
+        up = {s.labels["source"]: s.value for s in families["bedrock_top_source_up"].samples}
+        assert up == {"apps_cloudwatch": 1.0}
+    finally:
+        await source.stop()
