@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from monitor.session import Session
     from monitor.sources.app_metrics import AppMetricsSource
     from monitor.sources.cloudwatch import CloudWatchSource
+    from monitor.sources.service_quotas import ServiceQuotasSource
 
 PREFIX = "bedrock_top_"
 DEFAULT_HOST = "127.0.0.1"
@@ -199,6 +200,7 @@ def build_board(
     session: Session,
     cloudwatch: CloudWatchSource | None,
     apps: AppMetricsSource | None = None,
+    quotas: ServiceQuotasSource | None = None,
 ) -> MetricsBoard:
     """Every registration for a session: the local log's usage, CloudWatch's (``AWS/Bedrock``,
     and the ``BedrockTop`` namespace per app) when it runs, budget fractions, and each source's
@@ -238,6 +240,31 @@ def build_board(
             ),
             lambda: apps.health,
         )
+    if quotas is not None or session.config.quotas:
+
+        def quota_fractions() -> list[GaugeSample]:
+            listed = quotas.quotas if quotas is not None else []
+            samples = []
+            for model_id, model in session.quota_statuses(session.clock(), listed).items():
+                for measure, use in model.uses.items():
+                    if use is not None:
+                        labels = (
+                            ("model_id", model_id),
+                            ("quota", measure),
+                            ("source", use.source),
+                        )
+                        samples.append(GaugeSample(labels, use.fraction))
+            return samples
+
+        board.add_gauge(
+            "quota_fraction",
+            "Use of each model's Bedrock runtime quota (tpm and rpm: the busiest of the last 5 "
+            "minutes; tpd: the day so far), as a fraction of its limit",
+            ("model_id", "quota", "source"),
+            quota_fractions,
+        )
+        if quotas is not None:
+            board.add_source(None, lambda: quotas.health)
     if session.config.budgets:
         evaluated: list[Any] = [None, []]  # (monotonic time, statuses) of the last evaluation
 
@@ -374,10 +401,11 @@ def screen_endpoint(
     address: ListenAddress,
     loop: Callable[[], asyncio.AbstractEventLoop | None],
     apps: AppMetricsSource | None = None,
+    quotas: ServiceQuotasSource | None = None,
 ) -> MetricsEndpoint:
     """The endpoint of the live screen: snapshots taken on the screen's event loop, from the
     store as the screen last drained it (at most one refresh interval behind)."""
-    board = build_board(session, cloudwatch, apps)
+    board = build_board(session, cloudwatch, apps, quotas)
     owner = OwnerLoop(loop, SCRAPE_TIMEOUT_S)
     return MetricsEndpoint(address, lambda: owner.call(board.snapshot))
 
@@ -405,11 +433,13 @@ class HeadlessExport:
         session: Session,
         cloudwatch: CloudWatchSource | None,
         apps: AppMetricsSource | None = None,
+        quotas: ServiceQuotasSource | None = None,
     ) -> None:
         self.session = session
         self.cloudwatch = cloudwatch
         self.apps = apps
-        self.board = build_board(session, cloudwatch, apps)
+        self.quotas = quotas
+        self.board = build_board(session, cloudwatch, apps, quotas)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_pending = False
         self._last_drain = 0.0
@@ -431,6 +461,8 @@ class HeadlessExport:
         if self.apps is not None:
             await self.apps.start()
             self.apps.run_in_background()
+        if self.quotas is not None:
+            self.quotas.run_in_background()
 
     def _wake(self, _new_model: bool) -> None:
         """On the tailer's thread after each batch: one drain pending at a time, at most every
@@ -460,6 +492,9 @@ class HeadlessExport:
         if self.apps is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.apps.stop(), timeout=2)
+        if self.quotas is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.quotas.stop(), timeout=2)
         self._loop = None
 
 
@@ -494,6 +529,18 @@ def cloudwatch_sources_for(
     return source, apps
 
 
+def quota_source_for(session: Session, args: argparse.Namespace) -> ServiceQuotasSource | None:
+    """The Service Quotas source the session wants (as the live screen builds it), or None."""
+    from monitor.session import quotas_wanted
+
+    if not quotas_wanted(args, session.config)[0]:
+        return None
+    from monitor.sources.service_quotas import ServiceQuotasSource
+
+    sources = session.config.sources
+    return ServiceQuotasSource(sources.region, sources.profile, sources.endpoint_url)
+
+
 def listen_address(session: Session) -> ListenAddress | None:
     """Where the configuration (or --prometheus) asks the endpoint to listen, if anywhere."""
     export = session.config.export
@@ -506,7 +553,8 @@ async def run_headless(
     session: Session, args: argparse.Namespace, address: ListenAddress, stop: asyncio.Event
 ) -> None:
     """Serve metrics until ``stop`` is set. Raises ExportError when the endpoint cannot start."""
-    service = HeadlessExport(session, *cloudwatch_sources_for(session, args))
+    cloudwatch, apps = cloudwatch_sources_for(session, args)
+    service = HeadlessExport(session, cloudwatch, apps, quota_source_for(session, args))
     await service.start()
     endpoint = MetricsEndpoint(address, service.take_from_thread)
     try:

@@ -434,3 +434,25 @@ def test_the_live_screen_serves_metrics_from_its_own_store(tmp_path: Path) -> No
             urllib.request.urlopen(url, timeout=5)
     finally:
         screen.close()
+
+
+def test_quota_fractions_equal_the_report(tmp_path: Path, exporters: list[Exporter]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[quotas."anthropic.claude-3-haiku-*"]\nrpm = 50\ntpm = 100000\n')
+    log = tmp_path / "usage.jsonl"
+    now = time.time()
+    # All in one minute a little while ago, so both runs see the same busiest minute.
+    minute = (int(now) // 60 - 2) * 60
+    write_lines(log, *(record(epoch=minute + 5 + i, model_id=HAIKU) for i in range(20)))
+    report = run_once_json(log, "--config", str(config))
+    quota = next(m for m in report["models"] if m["model_id"] == HAIKU)["quota"]
+    exporter = Exporter(
+        tmp_path, "--config", str(config), "--log", str(log), "--no-cloudwatch", "--prometheus", "0"
+    )
+    exporters.append(exporter)
+    families = exporter.wait_for(lambda f: "bedrock_top_quota_fraction" in f)
+    assert families["bedrock_top_quota_fraction"].type == "gauge"
+    for measure in ("rpm", "tpm"):
+        got = gauge(families, "bedrock_top_quota_fraction", model_id=HAIKU, quota=measure)
+        assert got == pytest.approx(quota[measure]["fraction"], rel=1e-6), measure
+    assert gauge(families, "bedrock_top_quota_fraction", model_id=HAIKU, quota="rpm") == 0.4

@@ -544,7 +544,9 @@ def run_app(args: argparse.Namespace) -> int:
         address = listen_address(session)
         if address is not None:
             # Textual's own event loop owns the store; scrapes are answered on it.
-            endpoint = screen_endpoint(session, source, address, lambda: app._loop, apps_source)
+            endpoint = screen_endpoint(
+                session, source, address, lambda: app._loop, apps_source, quota_source
+            )
             try:
                 announce(endpoint.start())
             except ExportError as err:
