@@ -176,6 +176,20 @@ class AppMetricsStore:
     def models_of(self, app: str) -> list[str]:
         return sorted(model for each, model in self._series if each == app)
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (app, model) pair held, sorted."""
+        return sorted(self._series)
+
+    def points(
+        self, app: str, model_id: str, metric: str, start: float, end: float
+    ) -> list[tuple[int, float]]:
+        """(minute start, Sum) for the minutes in [start, end) that have data (counters)."""
+        ring = self._series.get((app, model_id), {}).get((metric, SUM))
+        if ring is None:
+            return []
+        first, last = math.ceil(start / MINUTE_S), math.ceil(end / MINUTE_S)
+        return [(minute * MINUTE_S, value) for minute, value in ring.items(first, last)]
+
     def newest_minute(self) -> float | None:
         """Start (epoch seconds) of the newest minute holding any datapoint."""
         newest = max(

@@ -22,7 +22,7 @@ from monitor.paths import default_log_path
 if TYPE_CHECKING:
     from monitor.feed import LocalFeed
 
-SUBCOMMANDS = ("run", "init-config", "config", "prices")
+SUBCOMMANDS = ("run", "init-config", "config", "prices", "serve", "export")
 DEFAULT_SINCE = "1h"
 
 
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live token usage, latency, errors and spend of Amazon Bedrock models.",
         epilog="Sub-commands: 'bedrock-top run -- CMD ...' runs CMD with its bedrock-runtime "
         "clients instrumented; 'bedrock-top init-config [--force]'; 'bedrock-top config show'; "
-        "'bedrock-top prices [--json] [--billing]' lists the price in force for every model seen.",
+        "'bedrock-top prices [--json] [--billing]' lists the price in force for every model seen; "
+        "'bedrock-top serve [--host H] [--port P] [flags]' shows the screen in a browser; "
+        "'bedrock-top export --prometheus PORT [flags]' serves metrics with no terminal.",
     )
     parser.add_argument("--version", action="version", version=f"bedrock-top {__version__}")
     output = parser.add_argument_group("headless report")
@@ -125,8 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--theme", help="theme name (see --list-themes)")
     screen.add_argument("--list-themes", action="store_true", help="list themes and exit")
+    export = parser.add_argument_group("metrics")
+    export.add_argument(
+        "--prometheus",
+        type=_listen_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus/OpenMetrics metrics on PORT (host default 127.0.0.1; "
+        "export.prometheus_port in the configuration)",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="configuration file")
     return parser
+
+
+def _listen_address(text: str) -> object:
+    from monitor.exporter import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            str(err).removeprefix(f"--prometheus {text!r}: ")
+        ) from None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -186,6 +207,14 @@ def _subcommand(name: str, rest: list[str]) -> int:
 
         # The report's flags (--log, --config, --billing, --json, --demo, ...) apply as they are.
         return run_prices(parse_args(["--once", *rest]))
+    if name == "export":
+        from monitor.exporter import export_main
+
+        return export_main(rest)
+    if name == "serve":
+        from monitor.serve import serve_main
+
+        return serve_main(rest)
     if name in ("init-config", "config"):
         from monitor.config import subcommand_main
 

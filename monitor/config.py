@@ -53,6 +53,7 @@ DEFAULT_THEME = "bedrock-dark"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_BILLING_REFRESH_H = 6.0
 MIN_BILLING_REFRESH_H = 1.0
+DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
 _MAX_SECONDS = 24 * 3600.0
 
 STARTER_HEADER = (
@@ -145,9 +146,18 @@ class UIConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The Prometheus endpoint (``--prometheus``): off unless a port is given."""
+
+    prometheus_port: int | None = None
+    prometheus_host: str = DEFAULT_PROMETHEUS_HOST
+
+
+@dataclass(frozen=True)
 class Config:
     sources: SourcesConfig
     ui: UIConfig = field(default_factory=UIConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     keys: dict[str, str] = field(default_factory=dict)  # binding id -> key(s), for set_keymap
     tokenizer: str | None = None
     timezone: str = DEFAULT_TIMEZONE
@@ -367,6 +377,12 @@ class _Checker:
             raise self.fail(parts, expected, value)
         return number
 
+    def port(self, value: object, parts: tuple[str | int, ...]) -> int:
+        expected = "a TCP port from 1 to 65535 (0 picks a free one)"
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise self.fail(parts, expected, value)
+        return value
+
     def string_list(
         self, value: object, parts: tuple[str | int, ...], what: str, *, glob: bool = False
     ) -> list[str]:
@@ -537,6 +553,8 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "timezone": lambda c, v, p: c.timezone(v, p),
     "models": lambda c, v, p: c.string_list(v, p, "model ids"),
     "on_threshold": lambda c, v, p: c.string_list(v, p, "command arguments (argv)"),
+    "export.prometheus_port": lambda c, v, p: c.port(v, p),
+    "export.prometheus_host": lambda c, v, p: c.string(v, p, "a host name or IP address"),
 }
 _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.cloudwatch": True,
@@ -558,11 +576,14 @@ _SCALAR_DEFAULTS: dict[str, object] = {
     "timezone": DEFAULT_TIMEZONE,
     "models": [],
     "on_threshold": None,
+    "export.prometheus_port": None,
+    "export.prometheus_host": DEFAULT_PROMETHEUS_HOST,
 }
-_TABLES = ("sources", "ui")
+_TABLES = ("sources", "ui", "export")
 _TOP_LEVEL = (
     "sources",
     "ui",
+    "export",
     "keys",
     "tokenizer",
     "timezone",
@@ -592,6 +613,8 @@ CLI_FLAGS: Mapping[str, str] = MappingProxyType(
         "sources.live_tail": "--live-tail",
         "ui.refresh_s": "--interval",
         "ui.theme": "--theme",
+        "export.prometheus_port": "--prometheus",
+        "export.prometheus_host": "--prometheus",
     }
 )
 
@@ -886,6 +909,10 @@ def load_config(
         ui=UIConfig(
             refresh_s=cast(float, values["ui.refresh_s"]), theme=cast(str, values["ui.theme"])
         ),
+        export=ExportConfig(
+            prometheus_port=cast("int | None", values["export.prometheus_port"]),
+            prometheus_host=cast(str, values["export.prometheus_host"]),
+        ),
         keys=doc.keys,
         tokenizer=cast("str | None", values["tokenizer"]),
         timezone=cast(str, values["timezone"]),
@@ -1014,6 +1041,10 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
         )
     for name in ("refresh_s", "theme"):
         rows.append((f"ui.{name}", getattr(config.ui, name), prov.get(f"ui.{name}", default)))
+    for name in ("prometheus_port", "prometheus_host"):
+        rows.append(
+            (f"export.{name}", getattr(config.export, name), prov.get(f"export.{name}", default))
+        )
     for binding, key in sorted(config.keys.items()):
         rows.append((key_path("keys", binding), key, prov[key_path("keys", binding)]))
     for prefix, multiplier in sorted(config.profile_multipliers.items()):

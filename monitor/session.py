@@ -75,6 +75,7 @@ def load_effective_config(args: argparse.Namespace) -> Config:
         "sources.live_tail": True if getattr(args, "live_tail", False) else None,
         "ui.refresh_s": getattr(args, "interval", None),
         "ui.theme": getattr(args, "theme", None),
+        **prometheus_overrides(args),
     }
     try:
         config = load_config(getattr(args, "config", None), cli_overrides=overrides)
@@ -83,6 +84,17 @@ def load_effective_config(args: argparse.Namespace) -> Config:
     for warning in config.warnings:
         print(f"bedrock-top: warning: {warning}", file=sys.stderr)
     return config
+
+
+def prometheus_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--prometheus [HOST:]PORT`` as configuration overrides (none when not given)."""
+    listen = getattr(args, "prometheus", None)
+    if listen is None:
+        return {}
+    overrides: dict[str, object] = {"export.prometheus_port": listen.port}
+    if listen.host:  # a bare port keeps the configured host
+        overrides["export.prometheus_host"] = listen.host
+    return overrides
 
 
 @dataclass

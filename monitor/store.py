@@ -209,9 +209,21 @@ class LatencySketch:
         for key in sorted(self.bins):
             seen += self.bins[key]
             if seen >= rank:
-                value = 2 * _GAMMA**key / (_GAMMA + 1) if key > _MIN_KEY else 0.0
-                return min(value, self.max)
+                return min(_representative(key), self.max)
         return self.max
+
+    def count_at_most(self, value_ms: float) -> int:
+        """How many values are at most ``value_ms`` (a histogram bucket's cumulative count),
+        within ``RELATIVE_ERROR`` of the bound: a bin counts when its representative value,
+        the one :meth:`quantile` reports, is at most the bound."""
+        if value_ms < 0:
+            return 0
+        limit = sketch_key(value_ms)
+        counted = 0
+        for key, count in self.bins.items():
+            if key < limit or (key == limit and _representative(key) <= value_ms):
+                counted += count
+        return counted
 
     def percentiles(self, total_ms: float | None = None) -> Percentiles:
         """Quantiles, the maximum, and the mean when the exact sum is given."""
@@ -243,6 +255,11 @@ class LatencySketch:
                 break
         values.extend([self.max] * (len(ranks) - len(values)))
         return values
+
+
+def _representative(key: int) -> float:
+    """The value a bin stands for: within ``RELATIVE_ERROR`` of every value in it."""
+    return 2 * _GAMMA**key / (_GAMMA + 1) if key > _MIN_KEY else 0.0
 
 
 def sketch_key(value: float) -> int:
@@ -1005,6 +1022,20 @@ class Store:
         for series in self._selected(model_id):
             sketch.merge(series.since_ttft if ttft else series.since_latency)
         return sketch.percentiles(self._since_vector(model_id)[TTFT_SUM if ttft else LATENCY_SUM])
+
+    def since_sketch(self, model_id: str | None = None, ttft: bool = False) -> LatencySketch:
+        """The merged latency (or TTFT) sketch of everything since ``since``, for histograms."""
+        sketch = LatencySketch()
+        for series in self._selected(model_id):
+            sketch.merge(series.since_ttft if ttft else series.since_latency)
+        return sketch
+
+    def since_sum_ms(self, model_id: str | None = None, ttft: bool = False) -> tuple[int, float]:
+        """(count, exact sum in ms) of the latencies (or TTFTs) since ``since``."""
+        vector = self._since_vector(model_id)
+        if ttft:
+            return int(vector[TTFT_COUNT]), vector[TTFT_SUM]
+        return int(vector[LATENCY_COUNT]), vector[LATENCY_SUM]
 
     def tally_between(self, model_id: str | None, start: float, end: float) -> Tally:
         """Requests that ended in ``[start, end)``, from the finest tier that still covers

@@ -550,7 +550,11 @@ def seeded_demo_feed(
 def run_app(args: argparse.Namespace) -> int:
     """Run the live screen until the person quits: the session (configuration, logs, demo),
     prices, budgets and CloudWatch, then the app. Exit status 2 for a broken configuration."""
-    if not (sys.stdin.isatty() and sys.__stderr__ is not None and sys.__stderr__.isatty()):
+    # Under `bedrock-top serve` the screen talks to the browser through textual-serve's driver
+    # over pipes, not a terminal.
+    served = "web_driver" in os.environ.get("TEXTUAL_DRIVER", "")
+    terminal = sys.stdin.isatty() and sys.__stderr__ is not None and sys.__stderr__.isatty()
+    if not (terminal or served):
         print(
             "bedrock-top: the live screen needs a terminal (stdin and stderr); "
             "use --once for a report",
@@ -642,7 +646,25 @@ def run_app(args: argparse.Namespace) -> int:
             keymap=config.keys,
             watch_terminal=True,
         )
-        result = app.run()
+        from monitor.exporter import ExportError, announce, listen_address, screen_endpoint
+
+        endpoint = None
+        address = listen_address(session)
+        if address is not None:
+            # Textual's own event loop owns the store; scrapes are answered on it.
+            endpoint = screen_endpoint(
+                session, source, address, lambda: app._loop, apps_source, quota_source, fleet
+            )
+            try:
+                announce(endpoint.start())
+            except ExportError as err:
+                print(f"bedrock-top: {err}", file=sys.stderr)
+                return 2
+        try:
+            result = app.run()
+        finally:
+            if endpoint is not None:
+                endpoint.stop()
     finally:
         session.close()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code or 0)
