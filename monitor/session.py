@@ -7,7 +7,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ def load_effective_config(args: argparse.Namespace) -> Config:
         "sources.cloudwatch": False if getattr(args, "no_cloudwatch", False) else None,
         "sources.quotas": False if getattr(args, "no_quotas", False) else None,
         "sources.region": getattr(args, "region", None),
+        "sources.all_regions": getattr(args, "all_regions", None),
+        "sources.linked_accounts": getattr(args, "linked_accounts", None),
         "sources.profile": getattr(args, "profile", None),
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
         "sources.interval_s": getattr(args, "poll_interval", None),
@@ -79,6 +81,10 @@ class Session:
     clock: Callable[[], float] = time.time
     # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
     cloudwatch_store: CloudWatchStore | None = None
+    # Several regions (or linked accounts): one store each; budgets add them up.
+    cloudwatch_stores: list[CloudWatchStore] = field(default_factory=list)
+    # bedrock-mantle's rows of the last ``cloudwatch_once``: model id -> its cloudwatch object.
+    cloudwatch_mantle: dict[str, dict[str, Any]] = field(default_factory=dict)
     args: argparse.Namespace | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     # The last quota match and what it was made from: matching hundreds of quota names is
@@ -137,7 +143,10 @@ class Session:
 
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         store = self.feed.store
-        cloud = self.cloudwatch_store
+        clouds = self.cloudwatch_stores or (
+            [self.cloudwatch_store] if self.cloudwatch_store is not None else []
+        )
+        cloud = clouds or None
         return evaluate_all(
             self.config.budgets,
             now,
@@ -145,7 +154,7 @@ class Session:
             tz=self.config.timezone,
             local_models=[*store.model_ids(), *self.config.models],
             local_usage=store.tally_between,
-            cloudwatch_models=cloud.model_ids() if cloud is not None else (),
+            cloudwatch_models=sorted({m for c in clouds for m in c.model_ids()}),
             cloudwatch_usage=(
                 None
                 if cloud is None
@@ -166,6 +175,7 @@ class Session:
         summary = self.price_book.summarize(
             (model_id, store.since_tally(model_id)) for model_id in store.model_ids()
         )
+        mantle = self.cloudwatch_mantle
         report = build_report(
             ReportInput(
                 now=now,
@@ -179,6 +189,8 @@ class Session:
                 if cloudwatch
                 else None,
                 quotas={m: q.as_report() for m, q in (quotas or {}).items()},
+                mantle=mantle,
+                mantle_totals=combine_report_objects(mantle.values()) if mantle else None,
             )
         )
         report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
@@ -190,27 +202,33 @@ class Session:
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """CloudWatch over ``--since`` for the report: per model objects and the source state.
         Budgets that read CloudWatch also get its period-to-date totals and recent minutes."""
-        from monitor.sources.cloudwatch import cloudwatch_report
+        from monitor.sources.cloudwatch_regions import regions_report
 
         enabled, reason = cloudwatch_wanted(args, self.config)
         sources = self.config.sources
         wants_budgets = enabled and any(s.source != "local" for s in self.config.budgets)
         # Quotas need recent minutes and the day's total too.
         wants_budgets = wants_budgets or (enabled and sources.quotas)
-        if wants_budgets:
-            self.cloudwatch_store = CloudWatchStore()
-        return cloudwatch_report(
-            sources.region,
+        runtime, mantle, state, stores = regions_report(
+            list(sources.regions) or [None],
             sources.profile,
             sources.endpoint_url,
             self.since,
             now,
+            all_regions=sources.all_regions,
+            mantle=sources.mantle,
+            linked_accounts=sources.linked_accounts,
             enabled=enabled,
             disabled_message=reason,
             models_from_config=self.config.models,
-            store=self.cloudwatch_store,
             period_starts=self.alarm_period_starts if wants_budgets else None,
         )
+        self.cloudwatch_mantle = mantle
+        if wants_budgets:
+            self.cloudwatch_stores = stores
+            # Quotas are per region: they are read in the first region polled.
+            self.cloudwatch_store = stores[0] if stores else None
+        return runtime, state
 
     def apps_cloudwatch_once(
         self,
@@ -266,7 +284,8 @@ class Session:
             enabled, reason = False, "not asked: no AWS credentials (see sources.cloudwatch)"
         sources = self.config.sources
         quotas, health = service_quotas_once(
-            sources.region,
+            # Quotas are per region: the first region polled (the others are not read).
+            sources.regions[0] if sources.regions else None,
             sources.profile,
             sources.endpoint_url,
             enabled=enabled,
@@ -295,16 +314,23 @@ class Session:
 
 
 def cloudwatch_usage(
-    store: CloudWatchStore, period_starts: Mapping[str, float], now: float
+    store: CloudWatchStore | Sequence[CloudWatchStore],
+    period_starts: Mapping[str, float],
+    now: float,
 ) -> Callable[[str, float, float], Tally]:
     """Budget usage from CloudWatch: a period's coarse period-to-date total when the window
-    starts at a budget period's start, else the per-minute sums (burn-rate windows)."""
+    starts at a budget period's start, else the per-minute sums (burn-rate windows). Several
+    stores (one per region or account) add up: they count different calls."""
     starts = {start: period for period, start in period_starts.items()}
+    stores = [store] if isinstance(store, CloudWatchStore) else list(store)
 
     def usage(model_id: str, start: float, end: float) -> Tally:
         period = starts.get(start)
 
         def total(metric: str) -> int:
+            return sum(one_store(each, metric) for each in stores)
+
+        def one_store(store: CloudWatchStore, metric: str) -> int:
             if period is not None:
                 value = store.period_to_date(model_id, metric, period, now)
                 if value is not None:
@@ -341,6 +367,8 @@ def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, s
         getattr(args, "profile", None)
         or getattr(args, "region", None)
         or getattr(args, "endpoint_url", None)
+        or getattr(args, "all_regions", None)
+        or getattr(args, "linked_accounts", None)
     )
     if not config.sources.cloudwatch:
         return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"
