@@ -201,6 +201,7 @@ def _quota_text(measure: str, quota: Mapping[str, Any]) -> str:
         f"{measure} {estimate}{quota['fraction']:.0%} ({format_count(used)} of "
         f"{format_count(quota['limit'])}, {quota['source']}"
         + (f", {quota['quota_code']})" if quota.get("quota_code") else ")")
+    )
 
 
 def _cloud_section(

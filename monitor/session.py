@@ -83,6 +83,8 @@ class Session:
     cloudwatch_store: CloudWatchStore | None = None
     # Several regions (or linked accounts): one store each; budgets add them up.
     cloudwatch_stores: list[CloudWatchStore] = field(default_factory=list)
+    # The live screen's sources find regions and accounts as they run: asked at each evaluation.
+    cloudwatch_stores_of: Callable[[], list[CloudWatchStore]] | None = None
     # bedrock-mantle's rows of the last ``cloudwatch_once``: model id -> its cloudwatch object.
     cloudwatch_mantle: dict[str, dict[str, Any]] = field(default_factory=dict)
     args: argparse.Namespace | None = None
@@ -143,9 +145,12 @@ class Session:
 
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         store = self.feed.store
-        clouds = self.cloudwatch_stores or (
-            [self.cloudwatch_store] if self.cloudwatch_store is not None else []
-        )
+        if self.cloudwatch_stores_of is not None:
+            clouds = self.cloudwatch_stores_of()
+        else:
+            clouds = self.cloudwatch_stores or (
+                [self.cloudwatch_store] if self.cloudwatch_store is not None else []
+            )
         cloud = clouds or None
         return evaluate_all(
             self.config.budgets,
@@ -254,7 +259,12 @@ class Session:
             reason = f"not polled: CloudWatch {cloudwatch_state.get('message', '')}".strip()
         sources = self.config.sources
         grouped, state = app_metrics_once(
-            AwsTarget(sources.region, sources.profile, sources.endpoint_url),
+            # Read in the first region polled (with several regions, the others are not read).
+            AwsTarget(
+                sources.regions[0] if sources.regions else None,
+                sources.profile,
+                sources.endpoint_url,
+            ),
             self.since,
             now,
             enabled=enabled,

@@ -457,21 +457,28 @@ def run_app(args: argparse.Namespace) -> int:
         if enabled:
             from monitor.sources.app_metrics import AppMetricsSource
             from monitor.sources.aws import AwsTarget
-            from monitor.sources.cloudwatch import CloudWatchSource
+            from monitor.sources.cloudwatch_regions import CloudWatchRegions
 
-            source = CloudWatchSource(
-                region=config.sources.region,
+            source = CloudWatchRegions(
+                list(config.sources.regions) or [None],
+                all_regions=config.sources.all_regions,
+                mantle=config.sources.mantle,
+                linked_accounts=config.sources.linked_accounts,
                 profile=config.sources.profile,
                 endpoint_url=config.sources.endpoint_url,
                 interval_s=config.sources.interval_s,
                 models_from_config=config.models,
                 period_starts=session.alarm_period_starts,
             )
-            session.cloudwatch_store = source.store
+            # Regions and accounts found later bring stores of their own: budgets ask each time.
+            session.cloudwatch_stores_of = source.stores
+            # Quotas are per region: they read the first region's figures.
+            first = source.stores()
+            session.cloudwatch_store = first[0] if first else None
+            # The BedrockTop namespace is read in the first region polled.
+            apps_region = config.sources.regions[0] if config.sources.regions else None
             apps_source = AppMetricsSource(
-                AwsTarget(
-                    config.sources.region, config.sources.profile, config.sources.endpoint_url
-                ),
+                AwsTarget(apps_region, config.sources.profile, config.sources.endpoint_url),
                 interval_s=config.sources.app_metrics_interval_s,
             )
         quota_source = None
@@ -479,7 +486,10 @@ def run_app(args: argparse.Namespace) -> int:
             from monitor.sources.service_quotas import ServiceQuotasSource
 
             quota_source = ServiceQuotasSource(
-                config.sources.region, config.sources.profile, config.sources.endpoint_url
+                # Quotas are per region: the first region polled (the others are not read).
+                config.sources.regions[0] if config.sources.regions else None,
+                config.sources.profile,
+                config.sources.endpoint_url,
             )
         app = BedrockTopApp(
             session.feed,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from monitor.quotas import ModelQuotas
 from monitor.store import Tally
@@ -180,6 +180,29 @@ class QuotaView(Protocol):
         ...
 
     def reservation_hint(self, model_id: str) -> str: ...
+
+
+@runtime_checkable
+class RegionsView(Protocol):
+    """What a CloudWatch view with several regions (and bedrock-mantle rows) adds: each
+    region's state for the header, the regions a model's traffic was seen in, and the
+    `AWS/BedrockMantle` models, whose figures are never added to AWS/Bedrock's."""
+
+    @property
+    def multi_region(self) -> bool: ...
+
+    def region_states(self) -> Sequence[CloudWatchState]: ...
+
+    def model_regions(self, model_id: str, mantle: bool = False) -> Sequence[str]: ...
+
+    def mantle_model_ids(self) -> Sequence[str]: ...
+
+    def mantle_requests_per_min(self, model_id: str, now: float) -> float | None: ...
+
+
+def regions_view(view: CloudWatchView | None) -> RegionsView | None:
+    """The view's regional side, when it has one."""
+    return view if isinstance(view, RegionsView) else None
 
 
 @dataclass

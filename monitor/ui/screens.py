@@ -28,7 +28,7 @@ from monitor.store import (
 )
 from monitor.ui import keys
 from monitor.ui.apps_panel import AppsPanel
-from monitor.ui.hooks import BudgetStatus
+from monitor.ui.hooks import BudgetStatus, CloudWatchState, regions_view
 from monitor.ui.overview_model import (
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
@@ -37,6 +37,7 @@ from monitor.ui.overview_model import (
     columns_for,
     format_age,
     gauge,
+    mantle_row,
     model_row,
     recent_failures,
     sort_rows,
@@ -87,6 +88,11 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     if cloudwatch is None:
         text.append(" ACCOUNT ", style="bold")
         text.append("CloudWatch off", style="dim")
+    elif (regional := regions_view(cloudwatch)) is not None and len(regional.region_states()) > 1:
+        append_region_states(text, regional.region_states(), now)
+        cw = cloudwatch.cloudwatch_state()
+        if cw.cost_per_hour_usd is not None:
+            text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h total")
     else:
         cw = cloudwatch.cloudwatch_state()
         text.append(" ACCOUNT ", style="bold")
@@ -102,6 +108,20 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
         text.append(" · quotas ")
         text.append(quota_state, style="" if quota_state in ("ok", "starting") else "bold")
     return text
+
+
+def append_region_states(text: Text, states: Sequence[CloudWatchState], now: float) -> None:
+    """Each region's state side by side: a fault in one region shows there only."""
+    text.append(" ACCOUNT ", style="bold")
+    text.append("CloudWatch ")
+    for index, state in enumerate(states):
+        text.append(f"{' · ' if index else ''}{state.region}: ")
+        text.append(state.state, style="" if state.state == "ok" else "bold")
+        if state.state != "ok" and state.last_good_epoch is not None:
+            text.append(f" {format_age(now - state.last_good_epoch)}")
+    problems = [f"{s.region}: {s.message}" for s in states if s.message and s.state != "ok"]
+    if problems:
+        text.append(f" · {problems[0]}", style="bold")
 
 
 class OverviewScreen(Screen[None]):
@@ -179,6 +199,10 @@ class OverviewScreen(Screen[None]):
         every = [
             model_row(store, m, now, app.extras, self._sparks, budgets, quotas) for m in model_ids
         ]
+        regional = regions_view(cloudwatch)
+        if regional is not None:
+            # bedrock-mantle traffic: rows of their own, never merged into AWS/Bedrock's.
+            every += [mantle_row(m, now, app.extras) for m in regional.mantle_model_ids()]
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
@@ -237,12 +261,22 @@ class OverviewScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
     def on_model_table_opened(self, message: ModelTable.Opened) -> None:
-        self.bt.open_model(message.model_id)
+        self._open(message.model_id, message.endpoint)
 
     def action_open_model(self) -> None:
-        model_id = self.table.cursor_model
-        if model_id is not None:
-            self.bt.open_model(model_id)
+        row = self.table.cursor_row
+        if row is not None:
+            self._open(row.model_id, row.endpoint)
+
+    def _open(self, model_id: str, endpoint: str) -> None:
+        if endpoint != "runtime":
+            self.notify(
+                f"{model_id}: bedrock-{endpoint} traffic has account-wide figures only "
+                "(see the row and --once --json)",
+                timeout=4,
+            )
+            return
+        self.bt.open_model(model_id)
 
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)
