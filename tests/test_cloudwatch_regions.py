@@ -538,3 +538,80 @@ async def test_live_sources_follow_linked_accounts(seed: Any, proxy: RegionProxy
         assert store.sum(HAIKU, "Invocations", now - 600, now + 60) == 3
     finally:
         await group.stop()
+
+
+# -- the live screen -----------------------------------------------------------------------------
+
+
+async def test_screen_shows_a_failing_region_there_only(
+    seed: Any, proxy: RegionProxy, tmp_path: Path
+) -> None:
+    from monitor.feed import LocalFeed
+    from monitor.live import LiveCloudWatch
+    from monitor.ui.app import BedrockTopApp
+    from monitor.ui.hooks import ScreenExtras
+    from monitor.ui.themes import load_themes
+    from tests.conftest import record, write_lines
+
+    seed_two_regions(seed)
+    proxy.failing.add(WEST)
+    now = time.time()
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(epoch=now - 5, model_id=HAIKU))
+    feed = LocalFeed([str(log)], since=now - 3600, start_epoch=now - 86400)
+    feed.catch_up()
+    group = CloudWatchRegions(
+        [EAST, WEST], endpoint_url=proxy.url, schedule=FAST, max_attempts=1, read_timeout_s=2.0
+    )
+    app = BedrockTopApp(
+        feed,
+        extras=ScreenExtras(cloudwatch=LiveCloudWatch(group)),
+        follow=False,
+        catalog=load_themes(tmp_path / "no-themes"),
+    )
+    try:
+        async with app.run_test(size=(200, 30)) as pilot:
+            header = rows = ""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                await pilot.pause(0.2)
+                header = app.screen.query_one("#sources").text.plain  # type: ignore[attr-defined]
+                table = app.screen.query_one("#models")
+                rows = json.dumps([(r.model_id, r.cells.get("region").text) for r in table.rows])  # type: ignore[attr-defined,union-attr]
+                if f"{EAST}: ok" in header and f"{WEST}: error" in header and SONNET in rows:
+                    break
+            assert f"{EAST}: ok" in header and f"{WEST}: error" in header, header
+            assert "ServiceUnavailable" in header  # what went wrong, and where
+            # Only the healthy region's figures are on screen; the model row says where from.
+            sonnet = next(r for r in app.screen.query_one("#models").rows if r.model_id == SONNET)  # type: ignore[attr-defined]
+            assert sonnet.cells["region"].text == EAST
+            assert sonnet.cells["acct_req"].text == "5.0"
+    finally:
+        feed.stop()
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_regions_from_the_file_and_the_flag_that_overrides_them(tmp_path: Path) -> None:
+    from monitor.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[sources]\nregions = ["us-east-1", "eu-west-1"]\nall_regions = false\n'
+        "mantle = false\nlinked_accounts = true\n"
+    )
+    config = load_config(path, env={})
+    assert config.sources.regions == (EAST, WEST)
+    assert config.sources.mantle is False and config.sources.linked_accounts is True
+    flagged = load_config(
+        path, env={}, cli_overrides={"sources.region": "ap-south-1", "sources.all_regions": True}
+    )
+    assert flagged.sources.regions == ("ap-south-1",) and flagged.sources.all_regions is True
+    path.write_text('[sources]\nregion = "us-east-1,eu-west-1"\n')
+    assert load_config(path, env={}).sources.regions == (EAST, WEST)
+    path.write_text('[sources]\n\nregions = ["us-east-1", "Europe"]\n')
+    with pytest.raises(ConfigError) as failure:
+        load_config(path, env={})
+    message = str(failure.value)
+    assert "sources.regions" in message and "line 3" in message and "'Europe'" in message
