@@ -184,6 +184,15 @@ class LiveCloudWatch:
         regions = self.region_states()
         if len(regions) == 1:
             return regions[0]
+        if not regions:
+            # Nothing to poll yet (--all-regions or linked accounts found none, or not yet).
+            report = self.sources.report_state()
+            return CloudWatchState(
+                region="all regions" if self.sources.all_regions else "no region",
+                state=str(report["state"]),
+                message=str(report["message"]),
+                cost_per_hour_usd=0.0,
+            )
         status = worst_status(state.state for state in regions)
         goods = [s.last_good_epoch for s in regions if s.last_good_epoch is not None]
         return CloudWatchState(

@@ -615,3 +615,23 @@ def test_regions_from_the_file_and_the_flag_that_overrides_them(tmp_path: Path) 
         load_config(path, env={})
     message = str(failure.value)
     assert "sources.regions" in message and "line 3" in message and "'Europe'" in message
+
+
+def test_all_regions_without_credentials_says_so_once(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, moto_url: str
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    models, mantle, state, _ = regions_report(
+        [None],
+        None,
+        moto_url,
+        time.time() - 3600,
+        time.time(),
+        all_regions=True,
+        candidate_regions=lambda: [EAST, WEST],
+    )
+    assert models == {} and mantle == {}
+    assert state["state"] == "no-credentials"
+    assert state["message"].count("no AWS credentials") == 1
+    assert f"({EAST}, {WEST})" in state["message"]

@@ -200,7 +200,7 @@ class CloudWatchRegions:
         # Sources that only look for linked accounts (they never poll).
         self._finders: dict[Scope, CloudWatchSource] = {}
         self._scanned_at: float | None = None
-        self._scan_problems: list[tuple[str, str]] = []
+        self._scan_problems: list[tuple[str, str, str]] = []
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._paused = False
@@ -288,7 +288,7 @@ class CloudWatchRegions:
         if self._scanned_at is not None and now - self._scanned_at < REGION_SCAN_EVERY_S:
             return
         self._scanned_at = now
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str, str]] = []
         if self.all_regions:
             regions: list[str | None] = list(await asyncio.to_thread(self._candidates))
         else:
@@ -309,7 +309,7 @@ class CloudWatchRegions:
         self._scan_problems = problems
 
     async def _probe(
-        self, region: str | None, namespace: NamespaceSpec, problems: list[tuple[str, str]]
+        self, region: str | None, namespace: NamespaceSpec, problems: list[tuple[str, str, str]]
     ) -> list[str | None]:
         """The accounts with metrics in one region and namespace: [None] for the credentials'
         own account when it has any, the owning accounts with linked accounts; [] for none."""
@@ -320,23 +320,23 @@ class CloudWatchRegions:
             try:
                 accounts = await finder.owning_accounts(recently_active=True)
             except Exception as exc:
-                problems.append((str(region), classify_error(exc).message))
+                problems.append((str(region), *_failure(exc)))
                 return []
             finally:
                 self.scan_list_calls = sum(f.list_calls for f in self._finders.values())
             if finder.state.status not in (OK, STARTING) and not accounts:
-                problems.append((str(region), finder.state.message))
+                problems.append((str(region), finder.state.status, finder.state.message))
             return list(accounts)
         source = self.sources.get(scope) or self._new_source(scope)
         try:
             await source.start()
             if source.state.status not in (STARTING, OK):
-                problems.append((str(region), source.state.message))
+                problems.append((str(region), source.state.status, source.state.message))
                 await source.stop()
                 return []
             await source.discover(recently_active=True)
         except Exception as exc:
-            problems.append((str(region), classify_error(exc).message))
+            problems.append((str(region), *_failure(exc)))
             await source.stop()
             return []
         finally:
@@ -350,7 +350,7 @@ class CloudWatchRegions:
     def scan_problems(self) -> list[str]:
         """What kept regions out of the scan, one line per distinct problem."""
         regions_by_message: dict[str, list[str]] = {}
-        for region, message in self._scan_problems:
+        for region, _status, message in self._scan_problems:
             regions_by_message.setdefault(message, [])
             if region not in regions_by_message[message]:
                 regions_by_message[message].append(region)
@@ -439,12 +439,18 @@ class CloudWatchRegions:
                 "estimated_cost_usd": 0.0,
                 "percentiles": "unknown",
             }
+        if not states and self._scanned_at is None:
+            looking = "accounts" if self.linked_accounts else "regions"
+            states_report: dict[str, Any] = {
+                "region": None,
+                "state": STARTING,
+                "message": f"looking for {looking} with Bedrock metrics",
+            }
+            return states_report
         if not states:
             problems = self.scan_problems()
             status = (
-                worst_status(s.state.status for s in self._finders.values())
-                if self._finders and problems
-                else (ERROR if problems else OK)
+                worst_status(status for _, status, _ in self._scan_problems) if problems else OK
             )
             message = "; ".join(problems) or "no region has Bedrock metrics"
             return {
@@ -498,6 +504,11 @@ class CloudWatchRegions:
             scope: {model: t.as_report() for model, t in per_model.items()}
             for scope, per_model in zip(scopes, totals, strict=True)
         }
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    failure = classify_error(exc)
+    return failure.status, failure.message
 
 
 def add_up(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
