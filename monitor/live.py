@@ -24,6 +24,7 @@ from monitor.ui.hooks import (
     BudgetLimit,
     BudgetStatus,
     CloudWatchState,
+    GroupFigures,
     ScreenExtras,
 )
 
@@ -214,6 +215,34 @@ class LiveCloudWatch:
             if scope.namespace is namespace
         ]
 
+    def group_keys(self) -> Sequence[str]:
+        keys = ["region"] if self.sources.multi_region else []
+        return [*keys, "account"] if self.sources.linked_accounts else keys
+
+    def group_figures(self, key: str, now: float) -> list[GroupFigures]:
+        """Per region (or account): calls per minute of every model there, added up."""
+        parts: dict[str, dict[NamespaceSpec, list[CloudWatchStore]]] = {}
+        for scope, source in self.sources.sources.items():
+            name = scope.account_id if key == "account" else scope.region or source.region
+            per_namespace = parts.setdefault(name or "-", {})
+            per_namespace.setdefault(scope.namespace, []).append(source.store)
+        figures = []
+        for name, stores in parts.items():
+            runtime = [("", store) for store in stores.get(BEDROCK, [])]
+            mantle = [("", store) for store in stores.get(MANTLE, [])]
+            models = {m for _, store in runtime for m in store.model_ids()}
+            figures.append(
+                GroupFigures(
+                    name=name,
+                    requests_per_min=_add_calls(runtime, models),
+                    models=len(models),
+                    mantle_requests_per_min=_add_calls(
+                        mantle, {m for _, store in mantle for m in store.model_ids()}
+                    ),
+                )
+            )
+        return figures
+
     def account_model_ids(self) -> Sequence[str]:
         return sorted({m for _, store in self._stores() for m in store.model_ids()})
 
@@ -279,6 +308,12 @@ def _add_series(parts: Sequence[list[float | None]], points: int) -> list[float 
         known = [part[minute] for part in parts if part[minute] is not None]
         series.append(sum(v for v in known if v is not None) if known else None)
     return series
+
+
+def _add_calls(stores: Sequence[tuple[str, CloudWatchStore]], models: set[str]) -> float | None:
+    values = [_newest_calls(stores, model_id) for model_id in sorted(models)]
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
 
 
 def _newest_calls(stores: Sequence[tuple[str, CloudWatchStore]], model_id: str) -> float | None:

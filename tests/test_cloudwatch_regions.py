@@ -635,3 +635,43 @@ def test_all_regions_without_credentials_says_so_once(
     assert state["state"] == "no-credentials"
     assert state["message"].count("no AWS credentials") == 1
     assert f"({EAST}, {WEST})" in state["message"]
+
+
+async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Path) -> None:
+    from monitor.feed import LocalFeed
+    from monitor.live import LiveCloudWatch
+    from monitor.ui.app import BedrockTopApp
+    from monitor.ui.hooks import ScreenExtras
+    from monitor.ui.themes import load_themes
+
+    seed_two_regions(seed)
+    seed(WEST, GPT, "Inferences", 2, 4, MANTLE_NAMESPACE, [{"Name": "Model", "Value": GPT}])
+    now = time.time()
+    feed = LocalFeed([str(tmp_path / "none.jsonl")], since=now - 3600, start_epoch=now - 86400)
+    group = CloudWatchRegions([EAST, WEST], endpoint_url=moto_url, schedule=FAST, max_attempts=2)
+    app = BedrockTopApp(
+        feed,
+        extras=ScreenExtras(cloudwatch=LiveCloudWatch(group)),
+        follow=False,
+        catalog=load_themes(tmp_path / "no-themes"),
+    )
+    try:
+        async with app.run_test(size=(200, 30)) as pilot:
+            table: Any = app.screen.query_one("#models")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(table.rows) < 3:
+                await pilot.pause(0.2)
+            assert {row.key for row in table.rows} == {SONNET, HAIKU, f"mantle:{GPT}"}
+            await pilot.press("g")
+            await pilot.pause(0.3)
+            rows = {row.model_id: row for row in table.rows}
+            assert set(rows) == {EAST, WEST}
+            # Each model's newest minute in the region, added up; mantle beside, not added.
+            assert rows[EAST].cells["acct_req"].text == "7.0"  # sonnet 5 + haiku 2
+            assert rows[WEST].cells["acct_req"].text == "3.0"
+            assert rows[WEST].cells["region"].text == "1 models +4.0 mantle"
+            await pilot.press("g")  # no linked accounts: back to models
+            await pilot.pause(0.3)
+            assert len(table.rows) == 3
+    finally:
+        feed.stop()

@@ -182,6 +182,17 @@ class QuotaView(Protocol):
     def reservation_hint(self, model_id: str) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """One row of the overview grouped by region or account: account-wide figures only (the
+    usage log's records are counted per model)."""
+
+    name: str
+    requests_per_min: float | None  # AWS/Bedrock, newest minute of each model, added up
+    models: int
+    mantle_requests_per_min: float | None = None
+
+
 @runtime_checkable
 class RegionsView(Protocol):
     """What a CloudWatch view with several regions (and bedrock-mantle rows) adds: each
@@ -198,6 +209,12 @@ class RegionsView(Protocol):
     def mantle_model_ids(self) -> Sequence[str]: ...
 
     def mantle_requests_per_min(self, model_id: str, now: float) -> float | None: ...
+
+    def group_keys(self) -> Sequence[str]:
+        """The keys other than ``model`` the overview can group by: region, account."""
+        ...
+
+    def group_figures(self, key: str, now: float) -> Sequence[GroupFigures]: ...
 
 
 def regions_view(view: CloudWatchView | None) -> RegionsView | None:

@@ -105,6 +105,15 @@ KEYS: tuple[KeySpec, ...] = (
         display=">",
     ),
     KeySpec("reverse", "r", "reverse", "reverse", "Reverse the sort order", "overview"),
+    KeySpec(
+        "group",
+        "g",
+        "next_group",
+        "group",
+        "Group the overview by model, region or account (several regions, linked accounts)",
+        "overview",
+        show=False,
+    ),
     KeySpec("back", "escape", "back", "back", "Back to the overview", "model"),
     KeySpec(
         "previous-model",

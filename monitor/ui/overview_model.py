@@ -24,7 +24,13 @@ from monitor.store import (
     Rates,
     Store,
 )
-from monitor.ui.hooks import BudgetStatus, ScreenExtras, regions_view, tightest_budget
+from monitor.ui.hooks import (
+    BudgetStatus,
+    GroupFigures,
+    ScreenExtras,
+    regions_view,
+    tightest_budget,
+)
 
 RATE_WINDOW_S = 60  # req/min and tokens/s
 LATENCY_WINDOW_S = 300  # p50/p99 and the error and throttle counts
@@ -312,6 +318,25 @@ def region_cell(regions: Sequence[str]) -> Cell:
     if len(text) > REGION.width:
         text = f"{len(regions)} regions"
     return Cell(text or "-", "account" if regions else "dim")
+
+
+def group_row(key: str, figures: GroupFigures, extras: ScreenExtras) -> ModelRow:
+    """A row of the overview grouped by ``key`` (region or account): account-wide figures only,
+    bedrock-mantle's beside AWS/Bedrock's and not added to them."""
+    blank = Cell("-", "dim")
+    cells = {column.key: blank for column in columns_for(extras) if column.key != "model"}
+    cells["model"] = Cell(figures.name)
+    cells["trend"] = Cell("", "spark")
+    calls = figures.requests_per_min
+    cells["acct_req"] = Cell("-" if calls is None else _rate(calls), "account")
+    mantle = figures.mantle_requests_per_min
+    extra = f" +{_rate(mantle)} mantle" if mantle is not None else ""
+    cells["region"] = Cell(f"{figures.models} models{extra}", "account")
+    sort_values: dict[str, float | str] = {
+        "model": figures.name,
+        "acct_req": -1.0 if calls is None else calls,
+    }
+    return ModelRow(figures.name, cells, sort_values, None, False, False, key)
 
 
 def mantle_row(model_id: str, now: float, extras: ScreenExtras) -> ModelRow:

@@ -37,6 +37,7 @@ from monitor.ui.overview_model import (
     columns_for,
     format_age,
     gauge,
+    group_row,
     mantle_row,
     model_row,
     recent_failures,
@@ -134,7 +135,7 @@ class OverviewScreen(Screen[None]):
         super().__init__(id="overview")
         self.filter_text = ""
         self._sparks = SparkCache()
-        self._shown_key: tuple[int, int, str, str, bool, int, int] | None = None
+        self._shown_key: tuple[int, int, str, str, bool, int, int, str] | None = None
         self._known_models: set[str] = set()
         self._visible: list[str] | None = None
 
@@ -183,6 +184,7 @@ class OverviewScreen(Screen[None]):
             app.sort_reverse,
             app.extras_version(),
             self.size.width,
+            app.group_key,
         )
         self.query_one("#sources", TextPanel).show(source_header(app, now, self.size.width))
         if key == self._shown_key:
@@ -204,12 +206,16 @@ class OverviewScreen(Screen[None]):
             # bedrock-mantle traffic: rows of their own, never merged into AWS/Bedrock's.
             every += [mantle_row(m, now, app.extras) for m in regional.mantle_model_ids()]
         needle = self.filter_text.lower()
+        grouped = every
+        if regional is not None and app.group_key in regional.group_keys():
+            figures = regional.group_figures(app.group_key, now)
+            grouped = [group_row(app.group_key, group, app.extras) for group in figures]
         rows = sort_rows(
-            [row for row in every if needle in row.model_id.lower()],
+            [row for row in grouped if needle in row.model_id.lower()],
             app.sort_key,
             app.sort_reverse,
         )
-        if cloudwatch is not None:
+        if cloudwatch is not None and grouped is every:
             shown = [row.model_id for row in rows]
             if shown != self._visible:
                 self._visible = shown
@@ -268,7 +274,29 @@ class OverviewScreen(Screen[None]):
         if row is not None:
             self._open(row.model_id, row.endpoint)
 
+    def action_next_group(self) -> None:
+        app = self.bt
+        regional = regions_view(app.extras.cloudwatch)
+        keys_ = ["model", *(regional.group_keys() if regional is not None else ())]
+        if len(keys_) == 1:
+            self.notify(
+                "grouping by region needs several regions (--region a,b), by account "
+                "--linked-accounts",
+                timeout=4,
+            )
+            return
+        index = keys_.index(app.group_key) if app.group_key in keys_ else 0
+        app.group_key = keys_[(index + 1) % len(keys_)]
+        self.notify(f"grouped by {app.group_key}", timeout=2)
+        self.refresh_view(app.now())
+
     def _open(self, model_id: str, endpoint: str) -> None:
+        if endpoint in ("region", "account"):
+            self.bt.group_key = "model"
+            self.filter_text = ""
+            self.notify(f"grouped by model (was: {endpoint} {model_id})", timeout=3)
+            self.refresh_view(self.bt.now())
+            return
         if endpoint != "runtime":
             self.notify(
                 f"{model_id}: bedrock-{endpoint} traffic has account-wide figures only "
