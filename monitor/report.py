@@ -168,7 +168,7 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
         lines.append(f"{name + estimated:<{model_width}}" + "".join(f"{c:>9}" for c in cells))
     for endpoint, title in (
         (None, "MODEL (CloudWatch: account-wide)"),
-        ("mantle", "MODEL (bedrock-mantle, CloudWatch: account-wide)"),
+        ("mantle", "MODEL (mantle: account-wide)"),
     ):
         lines += _cloud_section(report, endpoint, title, model_width)
     if any(local.get("estimated_requests") for _, local in rows):

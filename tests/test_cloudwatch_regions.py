@@ -314,7 +314,7 @@ def test_mantle_traffic_has_rows_of_its_own(seed: Any, moto_url: str, tmp_path: 
     table = run_cli(
         ["--once", "--endpoint-url", moto_url, "--region", f"{EAST},{WEST}", "--log", "x"]
     )
-    assert "MODEL (bedrock-mantle, CloudWatch: account-wide)" in table.stdout
+    assert "MODEL (mantle: account-wide)" in table.stdout
     assert f"  {WEST}" in table.stdout  # per-region lines under a model seen in both
 
 
