@@ -72,7 +72,7 @@ class BedrockTopApp(App[int]):
         self.interval = interval
         self.paused = False
         self.sort_key = "req"
-        self.group_key = "model"  # model | region | account
+        self.group_by = "model"  # model | region | account
         self.sort_reverse = False
         self.window_index = 0
         self.keymap = dict(keymap or {})

@@ -108,7 +108,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec(
         "group",
         "g",
-        "next_group",
+        "group_next",
         "group",
         "Group the overview by model, region or account (several regions, linked accounts)",
         "overview",

@@ -320,7 +320,7 @@ def region_cell(regions: Sequence[str]) -> Cell:
     return Cell(text or "-", "account" if regions else "dim")
 
 
-def group_row(key: str, figures: GroupFigures, extras: ScreenExtras) -> ModelRow:
+def account_group_row(key: str, figures: GroupFigures, extras: ScreenExtras) -> ModelRow:
     """A row of the overview grouped by ``key`` (region or account): account-wide figures only,
     bedrock-mantle's beside AWS/Bedrock's and not added to them."""
     blank = Cell("-", "dim")

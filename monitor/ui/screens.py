@@ -34,10 +34,10 @@ from monitor.ui.overview_model import (
     RATE_WINDOW_S,
     ModelRow,
     SparkCache,
+    account_group_row,
     columns_for,
     format_age,
     gauge,
-    group_row,
     mantle_row,
     model_row,
     recent_failures,
@@ -184,7 +184,7 @@ class OverviewScreen(Screen[None]):
             app.sort_reverse,
             app.extras_version(),
             self.size.width,
-            app.group_key,
+            app.group_by,
         )
         self.query_one("#sources", TextPanel).show(source_header(app, now, self.size.width))
         if key == self._shown_key:
@@ -207,9 +207,9 @@ class OverviewScreen(Screen[None]):
             every += [mantle_row(m, now, app.extras) for m in regional.mantle_model_ids()]
         needle = self.filter_text.lower()
         grouped = every
-        if regional is not None and app.group_key in regional.group_keys():
-            figures = regional.group_figures(app.group_key, now)
-            grouped = [group_row(app.group_key, group, app.extras) for group in figures]
+        if regional is not None and app.group_by in regional.group_keys():
+            figures = regional.group_figures(app.group_by, now)
+            grouped = [account_group_row(app.group_by, group, app.extras) for group in figures]
         rows = sort_rows(
             [row for row in grouped if needle in row.model_id.lower()],
             app.sort_key,
@@ -274,7 +274,7 @@ class OverviewScreen(Screen[None]):
         if row is not None:
             self._open(row.model_id, row.endpoint)
 
-    def action_next_group(self) -> None:
+    def action_group_next(self) -> None:
         app = self.bt
         regional = regions_view(app.extras.cloudwatch)
         keys_ = ["model", *(regional.group_keys() if regional is not None else ())]
@@ -285,14 +285,14 @@ class OverviewScreen(Screen[None]):
                 timeout=4,
             )
             return
-        index = keys_.index(app.group_key) if app.group_key in keys_ else 0
-        app.group_key = keys_[(index + 1) % len(keys_)]
-        self.notify(f"grouped by {app.group_key}", timeout=2)
+        index = keys_.index(app.group_by) if app.group_by in keys_ else 0
+        app.group_by = keys_[(index + 1) % len(keys_)]
+        self.notify(f"grouped by {app.group_by}", timeout=2)
         self.refresh_view(app.now())
 
     def _open(self, model_id: str, endpoint: str) -> None:
         if endpoint in ("region", "account"):
-            self.bt.group_key = "model"
+            self.bt.group_by = "model"
             self.filter_text = ""
             self.notify(f"grouped by model (was: {endpoint} {model_id})", timeout=3)
             self.refresh_view(self.bt.now())
