@@ -4,6 +4,7 @@ the header, a region column, and bedrock-mantle traffic in rows of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import shlex
 import subprocess
 import sys
@@ -80,6 +81,11 @@ def moto_two_regions() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    # moto's backends live in the process: another test's data would show up here otherwise.
+    conn = http.client.HTTPConnection(f"{host}:{port}", timeout=10)
+    conn.request("POST", "/moto-api/reset")
+    assert conn.getresponse().status == 200
+    conn.close()
     now = time.time()
     minute = dt.datetime.fromtimestamp((int(now // 60) - 3) * 60 + 10, tz=dt.UTC)
 
