@@ -75,7 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--demo-seed", type=int, default=7, help=argparse.SUPPRESS)
     sources.add_argument("--demo-steady", action="store_true", help=argparse.SUPPRESS)
     sources.add_argument("--profile", help="AWS profile for CloudWatch")
-    sources.add_argument("--region", help="AWS region for CloudWatch")
+    sources.add_argument(
+        "--region",
+        help="AWS region for CloudWatch, or several separated by commas (us-east-1,eu-west-1)",
+    )
+    sources.add_argument(
+        "--all-regions",
+        action="store_true",
+        default=None,
+        help="poll every Bedrock region that has CloudWatch metrics (checked hourly)",
+    )
+    sources.add_argument(
+        "--linked-accounts",
+        action="store_true",
+        default=None,
+        help="from a CloudWatch monitoring account, also read its linked source accounts",
+    )
     sources.add_argument(
         "--endpoint-url",
         help="endpoint for every AWS service bedrock-top calls (tests, proxies); per service: "
@@ -167,6 +182,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             "--poll-interval must be at least 10 seconds (CloudWatch has 1-minute "
             "data; faster polls only cost more)"
         )
+    if args.region is not None:
+        from monitor.sources.cloudwatch_regions import parse_regions
+
+        try:
+            args.region = ",".join(parse_regions(args.region)) or None
+        except ValueError as err:
+            raise UsageError(f"--region: {err}") from None
     if args.demo_models < 1:
         raise UsageError("--demo-models must be at least 1")
     if not args.demo_rate > 0:

@@ -41,6 +41,13 @@ TTFT: Final = "TimeToFirstToken"
 METRIC_ALIASES: Final[Mapping[str, str]] = {
     "CacheReadInputTokenCount": CACHE_READ,
     "CacheWriteInputTokenCount": CACHE_WRITE,
+    # `AWS/BedrockMantle` (the OpenAI- and Anthropic-compatible endpoint) names the same
+    # quantities differently; its rows are kept apart from AWS/Bedrock's all the same.
+    "Inferences": INVOCATIONS,
+    "TotalInputTokens": INPUT_TOKENS,
+    "TotalOutputTokens": OUTPUT_TOKENS,
+    "InferenceClientErrors": CLIENT_ERRORS,
+    "InferenceServerErrors": SERVER_ERRORS,
 }
 
 COUNT_METRICS: Final = (

@@ -121,7 +121,7 @@ class Origin:
 class SourcesConfig:
     logs: list[str]
     cloudwatch: bool = True  # on when credentials resolve; the source says when they do not
-    region: str | None = None
+    region: str | None = None  # the first of `regions` (sources that read one region)
     profile: str | None = None
     endpoint_url: str | None = None
     interval_s: float = DEFAULT_INTERVAL_S
@@ -137,6 +137,12 @@ class SourcesConfig:
     log_groups: list[str] = field(default_factory=list)
     fleet_interval_s: float = DEFAULT_FLEET_INTERVAL_S
     live_tail: bool = False
+    # Several regions (sources.regions, or --region a,b); every Bedrock region with metrics
+    # (--all-regions); the bedrock-mantle namespace; linked accounts (--linked-accounts).
+    regions: tuple[str, ...] = ()
+    all_regions: bool = False
+    mantle: bool = True
+    linked_accounts: bool = False
 
 
 @dataclass(frozen=True)
@@ -398,6 +404,20 @@ class _Checker:
             items.append(text)
         return items
 
+    def regions(self, value: object, parts: tuple[str | int, ...]) -> list[str]:
+        """One region name, several separated by commas, or an array of them."""
+        from monitor.sources.cloudwatch_regions import parse_regions
+
+        expected = 'AWS region names such as "us-east-1" (a string, comma-separated, or an array)'
+        if isinstance(value, list):
+            names = self.string_list(value, parts, "AWS region names")
+        else:
+            names = [self.string(value, parts, expected)]
+        try:
+            return parse_regions(names if isinstance(value, list) else names[0])
+        except ValueError as err:
+            raise self.fail(parts, expected, got_text=str(err)) from None
+
     def timezone(self, value: object, parts: tuple[str | int, ...]) -> str:
         expected = 'an IANA timezone name such as "UTC" or "Europe/Berlin"'
         name = self.string(value, parts, expected)
@@ -507,6 +527,19 @@ class _Checker:
         )
 
 
+def _effective_regions(
+    values: Mapping[str, object], provenance: Mapping[str, Origin]
+) -> tuple[str, ...]:
+    """The regions to poll: --region (one or a comma-separated list) wins; else the file's
+    ``sources.regions``; else its ``sources.region`` (which may hold a comma-separated list)."""
+    region = cast("str | None", values.get("sources.region"))
+    listed = cast(list[str], values.get("sources.regions") or [])
+    origin = provenance.get("sources.region")
+    if region and ((origin is not None and origin.kind == "flag") or not listed):
+        return tuple(region.split(","))
+    return tuple(listed)
+
+
 def _show_got(value: object) -> str:
     if isinstance(value, str):
         text = json.dumps(value)
@@ -526,7 +559,11 @@ _SCALARS: dict[str, Callable[[_Checker, object, tuple[str | int, ...]], object]]
     "sources.logs": lambda c, v, p: c.string_list(v, p, "paths or globs"),
     "sources.cloudwatch": lambda c, v, p: c.boolean(v, p),
     "sources.quotas": lambda c, v, p: c.boolean(v, p),
-    "sources.region": lambda c, v, p: c.string(v, p, "an AWS region such as us-east-1"),
+    "sources.region": lambda c, v, p: ",".join(c.regions(v, p)) or None,
+    "sources.regions": lambda c, v, p: c.regions(v, p),
+    "sources.all_regions": lambda c, v, p: c.boolean(v, p),
+    "sources.mantle": lambda c, v, p: c.boolean(v, p),
+    "sources.linked_accounts": lambda c, v, p: c.boolean(v, p),
     "sources.profile": lambda c, v, p: c.string(v, p, "an AWS profile name"),
     "sources.endpoint_url": lambda c, v, p: c.string(v, p, "a URL"),
     "sources.interval_s": lambda c, v, p: c.number(
@@ -560,6 +597,10 @@ _SCALAR_DEFAULTS: dict[str, object] = {
     "sources.cloudwatch": True,
     "sources.quotas": True,
     "sources.region": None,
+    "sources.regions": [],
+    "sources.all_regions": False,
+    "sources.mantle": True,
+    "sources.linked_accounts": False,
     "sources.profile": None,
     "sources.endpoint_url": None,
     "sources.interval_s": DEFAULT_INTERVAL_S,
@@ -604,6 +645,8 @@ CLI_FLAGS: Mapping[str, str] = MappingProxyType(
         "sources.cloudwatch": "--no-cloudwatch",
         "sources.quotas": "--no-quotas",
         "sources.region": "--region",
+        "sources.all_regions": "--all-regions",
+        "sources.linked_accounts": "--linked-accounts",
         "sources.profile": "--profile",
         "sources.endpoint_url": "--endpoint-url",
         "sources.interval_s": "--poll-interval",
@@ -884,10 +927,12 @@ def load_config(
         name = key_path("billing", "usage_types", usage_type)
         provenance[name] = from_file("billing", "usage_types", usage_type)
 
+    regions = _effective_regions(values, provenance)
     sources = SourcesConfig(
         logs=cast(list[str], values["sources.logs"]),
         cloudwatch=cast(bool, values["sources.cloudwatch"]),
-        region=cast("str | None", values["sources.region"]),
+        # The first region polled: what every source that reads one region reads.
+        region=regions[0] if regions else None,
         profile=cast("str | None", values["sources.profile"]),
         endpoint_url=cast("str | None", values["sources.endpoint_url"]),
         interval_s=cast(float, values["sources.interval_s"]),
@@ -899,6 +944,10 @@ def load_config(
         log_groups=list(cast(list[str], values["sources.log_groups"])),
         fleet_interval_s=cast(float, values["sources.fleet_interval_s"]),
         live_tail=cast(bool, values["sources.live_tail"]),
+        regions=regions,
+        all_regions=cast(bool, values["sources.all_regions"]),
+        mantle=cast(bool, values["sources.mantle"]),
+        linked_accounts=cast(bool, values["sources.linked_accounts"]),
     )
     for quota in doc.quotas:
         provenance[key_path("quotas", quota.pattern)] = from_file("quotas", quota.pattern)
@@ -1025,6 +1074,10 @@ def effective_settings(config: Config) -> list[tuple[str, object, Origin]]:
         "cloudwatch",
         "quotas",
         "region",
+        "regions",
+        "all_regions",
+        "mantle",
+        "linked_accounts",
         "profile",
         "endpoint_url",
         "interval_s",

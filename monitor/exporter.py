@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from monitor.sources.app_metrics import AppMetricsSource
     from monitor.sources.cloudwatch import CloudWatchSource
     from monitor.sources.fleet import FleetSource
+    from monitor.sources.fleet_regions import FleetRegions
     from monitor.sources.service_quotas import ServiceQuotasSource
 
 PREFIX = "bedrock_top_"
@@ -202,7 +203,7 @@ def build_board(
     cloudwatch: CloudWatchSource | None,
     apps: AppMetricsSource | None = None,
     quotas: ServiceQuotasSource | None = None,
-    fleet: FleetSource | None = None,
+    fleet: FleetSource | FleetRegions | None = None,
 ) -> MetricsBoard:
     """Every registration for a session: the local log's usage, CloudWatch's (``AWS/Bedrock``,
     and the ``BedrockTop`` namespace per app) when it runs, budget fractions, and each source's
@@ -407,7 +408,7 @@ def screen_endpoint(
     loop: Callable[[], asyncio.AbstractEventLoop | None],
     apps: AppMetricsSource | None = None,
     quotas: ServiceQuotasSource | None = None,
-    fleet: FleetSource | None = None,
+    fleet: FleetSource | FleetRegions | None = None,
 ) -> MetricsEndpoint:
     """The endpoint of the live screen: snapshots taken on the screen's event loop, from the
     store as the screen last drained it (at most one refresh interval behind)."""

@@ -10,15 +10,18 @@ from typing import Any
 
 from monitor.budgets import BudgetStatus as BudgetFigures
 from monitor.budgets import ThresholdEvent, ThresholdTracker, run_on_threshold
-from monitor.cloudwatch_store import INVOCATIONS, LATENCY, SUM, TTFT
+from monitor.cloudwatch_store import INVOCATIONS, LATENCY, SUM, TTFT, CloudWatchStore
 from monitor.formatting import format_count, format_usd
 from monitor.groups import GroupIndex
 from monitor.session import Session
 from monitor.sources.app_metrics import RATE_WINDOW_S as APP_RATE_WINDOW_S
 from monitor.sources.app_metrics import AppMetricsSource
-from monitor.sources.cloudwatch import CloudWatchSource
+from monitor.sources.cloudwatch import BEDROCK, MANTLE, CloudWatchSource, NamespaceSpec
+from monitor.sources.cloudwatch_regions import CloudWatchRegions, worst_status
 from monitor.sources.fleet import FleetSource
+from monitor.sources.fleet_regions import FleetRegions
 from monitor.sources.service_quotas import ServiceQuotasSource
+from monitor.sources.service_quotas_regions import ServiceQuotasRegions
 from monitor.store import Store, Tally
 from monitor.ui.hooks import (
     AppRate,
@@ -27,6 +30,7 @@ from monitor.ui.hooks import (
     BudgetStatus,
     CloudWatchState,
     FleetState,
+    GroupFigures,
     ScreenExtras,
 )
 
@@ -145,59 +149,197 @@ def _shown(figures: BudgetFigures) -> BudgetStatus:
 
 
 class LiveCloudWatch:
-    """The CloudWatch poller as the screen sees it. Runs in the app's event loop."""
+    """The CloudWatch sources (every region, namespace and account) as the screen sees them.
+    Runs in the app's event loop. Figures of several regions add up (the same source, different
+    calls); bedrock-mantle's are kept apart, in rows of their own."""
 
-    def __init__(self, source: CloudWatchSource) -> None:
-        self.source = source
+    def __init__(self, sources: CloudWatchRegions | CloudWatchSource) -> None:
+        if isinstance(sources, CloudWatchSource):
+            sources = CloudWatchRegions.of_source(sources)
+        self.sources = sources
 
     @property
     def version(self) -> int:
-        return self.source.store.version
+        return self.sources.version
+
+    @property
+    def multi_region(self) -> bool:
+        return self.sources.multi_region
 
     async def start(self) -> None:
-        await self.source.start()
-        self.source.run_in_background()
+        await self.sources.start()
+        self.sources.run_in_background()
 
     async def stop(self) -> None:
-        await self.source.stop()
+        await self.sources.stop()
 
     def set_paused(self, paused: bool) -> None:
-        self.source.set_paused(paused)
+        self.sources.set_paused(paused)
 
     def set_visible_models(self, model_ids: Sequence[str] | None) -> None:
-        self.source.set_visible_models(model_ids)
+        self.sources.set_visible_models(model_ids)
 
     def set_focus_model(self, model_id: str | None) -> None:
-        self.source.set_focus_model(model_id)
+        self.sources.set_focus_model(model_id)
+
+    def region_states(self) -> list[CloudWatchState]:
+        return [
+            CloudWatchState(
+                region=state.region,
+                state=state.status,
+                last_good_epoch=state.last_good_poll,
+                cost_per_hour_usd=state.cost_per_hour_usd,
+                message=_header_message(state.status, state.message, state.percentiles),
+            )
+            for state in self.sources.region_states()
+        ]
 
     def cloudwatch_state(self) -> CloudWatchState:
-        state = self.source.state
-        message = state.message if state.status != "ok" else ""
-        if state.percentiles == "fallback":
-            message = (message + "; " if message else "") + "no percentiles: avg/max"
+        regions = self.region_states()
+        if len(regions) == 1:
+            return regions[0]
+        if not regions:
+            # Nothing to poll yet (--all-regions or linked accounts found none, or not yet).
+            report = self.sources.report_state()
+            return CloudWatchState(
+                region="all regions" if self.sources.all_regions else "no region",
+                state=str(report["state"]),
+                message=str(report["message"]),
+                cost_per_hour_usd=0.0,
+            )
+        status = worst_status(state.state for state in regions)
+        goods = [s.last_good_epoch for s in regions if s.last_good_epoch is not None]
         return CloudWatchState(
-            region=state.region or "no region",
-            state=state.status,
-            last_good_epoch=state.last_good_poll,
-            cost_per_hour_usd=state.projected_cost_per_hour_usd,
-            message=message,
+            region=", ".join(state.region for state in regions) or "no region",
+            state=status,
+            last_good_epoch=min(goods) if goods and len(goods) == len(regions) else None,
+            cost_per_hour_usd=self.sources.projected_cost_per_hour_usd(),
+            message="; ".join(
+                f"{state.region}: {state.message}"
+                for state in regions
+                if state.state == status and state.message
+            ),
         )
 
+    def _stores(self, namespace: NamespaceSpec = BEDROCK) -> list[tuple[str, CloudWatchStore]]:
+        return [
+            (scope.region or source.region or "", source.store)
+            for scope, source in self.sources.sources.items()
+            if scope.namespace is namespace
+        ]
+
+    def group_keys(self) -> Sequence[str]:
+        keys = ["region"] if self.sources.multi_region else []
+        return [*keys, "account"] if self.sources.linked_accounts else keys
+
+    def group_figures(self, key: str, now: float) -> list[GroupFigures]:
+        """Per region (or account): calls per minute of every model there, added up."""
+        parts: dict[str, dict[NamespaceSpec, list[CloudWatchStore]]] = {}
+        for scope, source in self.sources.sources.items():
+            name = scope.account_id if key == "account" else scope.region or source.region
+            per_namespace = parts.setdefault(name or "-", {})
+            per_namespace.setdefault(scope.namespace, []).append(source.store)
+        figures = []
+        for name, stores in parts.items():
+            runtime = [("", store) for store in stores.get(BEDROCK, [])]
+            mantle = [("", store) for store in stores.get(MANTLE, [])]
+            models = {m for _, store in runtime for m in store.model_ids()}
+            figures.append(
+                GroupFigures(
+                    name=name,
+                    requests_per_min=_add_calls(runtime, models),
+                    models=len(models),
+                    mantle_requests_per_min=_add_calls(
+                        mantle, {m for _, store in mantle for m in store.model_ids()}
+                    ),
+                )
+            )
+        return figures
+
     def account_model_ids(self) -> Sequence[str]:
-        return self.source.store.model_ids()
+        return sorted({m for _, store in self._stores() for m in store.model_ids()})
+
+    def model_regions(self, model_id: str, mantle: bool = False) -> list[str]:
+        """The regions whose CloudWatch has data for the model (in the order polled)."""
+        stores = self._stores(MANTLE if mantle else BEDROCK)
+        return list(dict.fromkeys(region for region, store in stores if model_id in store))
+
+    def mantle_model_ids(self) -> Sequence[str]:
+        return sorted({m for _, store in self._stores(MANTLE) for m in store.model_ids()})
 
     def account_minute_series(
         self, model_id: str, metric: str, now: float, points: int
     ) -> list[float | None]:
         end = (int(now) // 60 + 1) * 60
-        stat = AVERAGE if metric in (LATENCY, TTFT) else SUM
-        return self.source.store.minute_series(model_id, metric, stat, end - points * 60, end)
+        start = end - points * 60
+        stores = [store for _, store in self._stores() if model_id in store]
+        if metric not in (LATENCY, TTFT):
+            return _add_series(
+                [store.minute_series(model_id, metric, SUM, start, end) for store in stores],
+                points,
+            )
+        # Several regions' averages, weighted by each region's calls in that minute.
+        averages = [store.minute_series(model_id, metric, AVERAGE, start, end) for store in stores]
+        if len(averages) == 1:
+            return averages[0]
+        weights = [store.minute_series(model_id, INVOCATIONS, SUM, start, end) for store in stores]
+        series: list[float | None] = []
+        for minute in range(points):
+            pairs = [
+                (avg[minute], weight[minute] or 0.0)
+                for avg, weight in zip(averages, weights, strict=True)
+                if avg[minute] is not None
+            ]
+            total = sum(w for _, w in pairs)
+            if not pairs:
+                series.append(None)
+            elif total > 0:
+                series.append(sum(float(a or 0.0) * w for a, w in pairs) / total)
+            else:
+                series.append(sum(float(a or 0.0) for a, _ in pairs) / len(pairs))
+        return series
 
     def account_requests_per_min(self, model_id: str, now: float) -> float | None:
-        newest = self.source.store.newest_minute(model_id)
+        return _newest_calls(self._stores(), model_id)
+
+    def mantle_requests_per_min(self, model_id: str, now: float) -> float | None:
+        return _newest_calls(self._stores(MANTLE), model_id)
+
+
+def _header_message(status: str, message: str, percentiles: str) -> str:
+    shown = message if status != "ok" else ""
+    if percentiles == "fallback":
+        shown = (shown + "; " if shown else "") + "no percentiles: avg/max"
+    return shown
+
+
+def _add_series(parts: Sequence[list[float | None]], points: int) -> list[float | None]:
+    if len(parts) == 1:
+        return parts[0]
+    series: list[float | None] = []
+    for minute in range(points):
+        known = [part[minute] for part in parts if part[minute] is not None]
+        series.append(sum(v for v in known if v is not None) if known else None)
+    return series
+
+
+def _add_calls(stores: Sequence[tuple[str, CloudWatchStore]], models: set[str]) -> float | None:
+    values = [_newest_calls(stores, model_id) for model_id in sorted(models)]
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
+
+
+def _newest_calls(stores: Sequence[tuple[str, CloudWatchStore]], model_id: str) -> float | None:
+    """Invocations in each region's newest minute with data, added up (None: no data)."""
+    total: float | None = None
+    for _, store in stores:
+        newest = store.newest_minute(model_id) if model_id in store else None
         if newest is None:
-            return None
-        return self.source.store.value(model_id, INVOCATIONS, SUM, newest)
+            continue
+        value = store.value(model_id, INVOCATIONS, SUM, newest)
+        if value is not None:
+            total = (total or 0.0) + value
+    return total
 
 
 class LiveAppMetrics:
@@ -258,7 +400,7 @@ class LiveAppMetrics:
 class LiveFleet:
     """The fleet source as the screen sees it. Runs in the app's event loop."""
 
-    def __init__(self, source: FleetSource) -> None:
+    def __init__(self, source: FleetSource | FleetRegions) -> None:
         self.source = source
 
     @property
@@ -301,11 +443,11 @@ class LiveFleet:
 
 def live_extras(
     session: Session,
-    cloudwatch: CloudWatchSource | None,
+    cloudwatch: CloudWatchRegions | CloudWatchSource | None,
     apps_cloudwatch: AppMetricsSource | None = None,
-    quotas: ServiceQuotasSource | None = None,
+    quotas: ServiceQuotasRegions | ServiceQuotasSource | None = None,
     billing: Any = None,
-    fleet: FleetSource | None = None,
+    fleet: FleetSource | FleetRegions | None = None,
 ) -> ScreenExtras:
     """The screen's optional inputs for this session. Quotas are shown when Service Quotas is
     read or the configuration sets limits by hand; ``billing`` is a LiveBilling, when on."""

@@ -11,6 +11,7 @@ from monitor.budgets import run_on_threshold
 from monitor.quotas import ModelQuotas, QuotaTracker, reservation, reservation_hint
 from monitor.session import Session
 from monitor.sources.service_quotas import ServiceQuotasSource
+from monitor.sources.service_quotas_regions import ServiceQuotasRegions
 from monitor.ui.hooks import QuotaAlarm
 
 _log = logging.getLogger(__name__)
@@ -33,10 +34,14 @@ class LiveQuotas:
     def __init__(
         self,
         session: Session,
-        source: ServiceQuotasSource | None,
+        source: ServiceQuotasRegions | ServiceQuotasSource | None,
         every_s: float = QUOTA_REFRESH_S,
     ) -> None:
+        """``source``: one region's quotas, or one source per polled region."""
         self.session = session
+        if isinstance(source, ServiceQuotasSource):
+            single = source
+            source = ServiceQuotasRegions([source.target.region], lambda _region: single)
         self.source = source
         self.every_s = every_s
         self.tracker = QuotaTracker()
@@ -60,9 +65,14 @@ class LiveQuotas:
         due = self._evaluated_at is None or not 0 <= now - self._evaluated_at < self.every_s
         if due:
             cloud = self.session.cloudwatch_store
+            regional = self.session.region_stores()
+            if self.source is not None:
+                # --all-regions: a region CloudWatch found gets its quotas read too.
+                self.source.follow(regional)
             inputs = (
                 self.session.feed.store.version,
                 None if cloud is None else cloud.version,
+                tuple((name, store.version) for name, store in regional.items()),
                 None if self.source is None else self.source.version,
                 int(now) // 60,
                 id(self.session.config),
@@ -72,8 +82,8 @@ class LiveQuotas:
             if not due:
                 self._evaluated_at = now
         if due:
-            quotas = self.source.quotas if self.source is not None else []
-            self._shown = self.session.quota_statuses(now, quotas)
+            by_region = self.source.quotas_by_region() if self.source is not None else {}
+            self._shown = self.session.regional_quota_statuses(now, by_region)
             self._day_start = self.session.quota_day_start(now)
             self._evaluated_at = now
             self._fresh = True

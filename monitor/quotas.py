@@ -322,6 +322,8 @@ class ModelQuotas:
     model_id: str
     uses: Mapping[Measure, QuotaUse | None]
     burndown: float = 1.0
+    # Several regions: region -> that region's quotas; ``uses`` is then the tightest region's.
+    regions: Mapping[str, ModelQuotas] = field(default_factory=dict)
 
     @property
     def tightest(self) -> QuotaUse | None:
@@ -329,10 +331,33 @@ class ModelQuotas:
         return max(known, key=lambda use: use.fraction, default=None)
 
     def as_report(self) -> dict[str, Any]:
-        return {
+        report: dict[str, Any] = {
             measure: None if (use := self.uses.get(measure)) is None else use.as_report()
             for measure in MEASURES
         }
+        if self.regions:
+            report["regions"] = {name: q.as_report() for name, q in self.regions.items()}
+        return report
+
+
+def tightest_region(per_region: Mapping[str, Mapping[str, ModelQuotas]]) -> dict[str, ModelQuotas]:
+    """Several regions' quotas as one entry per model: for each measure, the region whose use
+    is closest to its limit (the one that throttles first; limits of different regions never
+    add up), with every region's own figures in ``regions``."""
+    merged: dict[str, ModelQuotas] = {}
+    model_ids = dict.fromkeys(m for quotas in per_region.values() for m in quotas)
+    for model_id in model_ids:
+        regions = {
+            region: quotas[model_id] for region, quotas in per_region.items() if model_id in quotas
+        }
+        uses: dict[Measure, QuotaUse | None] = {}
+        for measure in MEASURES:
+            known = [q.uses.get(measure) for q in regions.values()]
+            found = [use for use in known if use is not None]
+            uses[measure] = max(found, key=lambda use: use.fraction, default=None)
+        burndown = next(iter(regions.values())).burndown
+        merged[model_id] = ModelQuotas(model_id, uses, burndown, regions)
+    return merged
 
 
 def _number(value: float) -> float | int:

@@ -43,6 +43,10 @@ class ReportInput:
     # model_id -> the CloudWatch object for that model (account-wide), when that source ran.
     cloudwatch: dict[str, dict[str, Any]] = field(default_factory=dict)
     cloudwatch_totals: dict[str, Any] | None = None
+    # model_id -> the CloudWatch object of its bedrock-mantle traffic (`AWS/BedrockMantle`):
+    # rows of their own, marked ``"endpoint": "mantle"``, never added to AWS/Bedrock's.
+    mantle: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mantle_totals: dict[str, Any] | None = None
     # model_id -> cost in USD of the local tally, or None when unpriced.
     local_cost: Mapping[str, float | None] | None = None
     budgets: list[dict[str, Any]] | None = None
@@ -114,6 +118,7 @@ def build_report(data: ReportInput) -> dict[str, Any]:
                     entry["fleet"]["cost_usd"] = _money(data.fleet_cost.get(model_id))
         models.append(entry)
     models.sort(key=_sort_key)
+    models.extend(mantle_rows(data.mantle))
     totals: dict[str, Any] = {"local": local_object(store, None, data.now)}
     if data.local_cost is not None:
         priced = [cost for cost in data.local_cost.values() if cost is not None]
@@ -125,6 +130,8 @@ def build_report(data: ReportInput) -> dict[str, Any]:
         if data.fleet_cost is not None:
             priced = [cost for cost in data.fleet_cost.values() if cost is not None]
             totals["fleet"]["cost_usd"] = _money(sum(priced)) if priced else None
+    if data.mantle_totals is not None:
+        totals["mantle"] = data.mantle_totals
     report: dict[str, Any] = {
         "generated_at": iso_utc(data.now),
         "since": iso_utc(data.since),
@@ -195,6 +202,16 @@ def group_objects(
     return entries
 
 
+def mantle_rows(mantle: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """bedrock-mantle's rows: no local side (the wrapper instruments bedrock-runtime only)."""
+    rows = [
+        {"model_id": model_id, "endpoint": "mantle", "local": None, "cloudwatch": cloudwatch}
+        for model_id, cloudwatch in mantle.items()
+    ]
+    rows.sort(key=_sort_key)
+    return rows
+
+
 def _money(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
@@ -253,30 +270,11 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
         name = short_model_id(model_id, model_width - 1)
         estimated = "~" if local.get("estimated_requests") else ""
         lines.append(f"{name + estimated:<{model_width}}" + "".join(f"{c:>9}" for c in cells))
-    cloud = [
-        (entry["model_id"], entry["cloudwatch"])
-        for entry in report["models"]
-        if entry.get("cloudwatch")
-    ]
-    if cloud:
-        lines += [
-            "",
-            f"{'MODEL (CloudWatch: account-wide)':<{model_width}}"
-            + "".join(f"{c:>9}" for c in ("REQ", "IN", "OUT", "ERR", "THR", "AVG", "MAX")),
-        ]
-        for model_id, cw in cloud:
-            latency = cw.get("latency_ms") or {}
-            cloud_cells = (
-                format_count(cw.get("requests") or 0),
-                format_count(cw.get("input_tokens") or 0),
-                format_count(cw.get("output_tokens") or 0),
-                str(cw.get("errors") or 0),
-                str(cw.get("throttles") or 0),
-                format_ms(latency.get("avg")),
-                format_ms(latency.get("max")),
-            )
-            name = short_model_id(model_id, model_width - 1)
-            lines.append(f"{name:<{model_width}}" + "".join(f"{c:>9}" for c in cloud_cells))
+    for endpoint, title in (
+        (None, "MODEL (CloudWatch: account-wide)"),
+        ("mantle", "MODEL (mantle: account-wide)"),
+    ):
+        lines += _cloud_section(report, endpoint, title, model_width)
     fleet_rows = [
         (entry["model_id"], entry["fleet"]) for entry in report["models"] if entry.get("fleet")
     ]
@@ -339,7 +337,9 @@ def render_table(report: dict[str, Any], width: int = 120) -> str:
 
 def tightest_quota(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """A model entry's quota measure closest to its limit, as ``(measure, object)``."""
-    quotas = [(m, q) for m, q in (entry.get("quota") or {}).items() if q is not None]
+    quota = entry.get("quota") or {}
+    # Several regions add ``regions`` beside the measures: the measures are the tightest's.
+    quotas = [(m, q) for m, q in quota.items() if q is not None and m in QUOTA_MEASURES]
     return max(quotas, key=lambda item: item[1]["fraction"], default=None)
 
 
@@ -375,6 +375,49 @@ def _billing_lines(billing: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _cloud_section(
+    report: dict[str, Any], endpoint: str | None, title: str, model_width: int
+) -> list[str]:
+    """The account-wide rows of one endpoint; with several regions, one line per region under
+    each model."""
+    cloud = [
+        (entry["model_id"], entry["cloudwatch"])
+        for entry in report["models"]
+        if entry.get("cloudwatch") and entry.get("endpoint") == endpoint
+    ]
+    lines: list[str] = []
+    if cloud:
+        lines += [
+            "",
+            f"{title:<{model_width}}"
+            + "".join(f"{c:>9}" for c in ("REQ", "IN", "OUT", "ERR", "THR", "AVG", "MAX")),
+        ]
+        several = any(len(cw.get("regions") or {}) > 1 for _, cw in cloud)
+        for model_id, cw in cloud:
+            name = short_model_id(model_id, model_width - 1)
+            lines.append(f"{name:<{model_width}}" + "".join(f"{c:>9}" for c in _cloud_cells(cw)))
+            if several:
+                for region, part in (cw.get("regions") or {}).items():
+                    lines.append(
+                        f"{'  ' + region:<{model_width}}"
+                        + "".join(f"{c:>9}" for c in _cloud_cells(part))
+                    )
+    return lines
+
+
+def _cloud_cells(cw: dict[str, Any]) -> tuple[str, ...]:
+    latency = cw.get("latency_ms") or {}
+    return (
+        format_count(cw.get("requests") or 0),
+        format_count(cw.get("input_tokens") or 0),
+        format_count(cw.get("output_tokens") or 0),
+        str(cw.get("errors") or 0),
+        str(cw.get("throttles") or 0),
+        format_ms(latency.get("avg")),
+        format_ms(latency.get("max")),
+    )
+
+
 def _source_summary(name: str, state: dict[str, Any]) -> str:
     if state.get("kind") == "log":
         files = ", ".join(state.get("files") or []) or ", ".join(state.get("patterns") or [])
@@ -407,6 +450,17 @@ def _source_summary(name: str, state: dict[str, Any]) -> str:
             reasons = ", ".join(f"{r} x{n}" for r, n in state["rejected_by_reason"].items())
             text += f", {state['rejected']} rejected ({reasons})"
         return text + ")"
+    if name == "cloudwatch" and len(state.get("regions") or {}) > 1:
+        parts = [
+            f"{region} {part.get('state')}"
+            + (f" ({part['message']})" if part.get("message") and part.get("state") != "ok" else "")
+            for region, part in state["regions"].items()
+        ]
+        return (
+            " · ".join(parts) + f" ({state.get('calls', 0)} calls, "
+            f"{state.get('metrics_requested', 0)} metrics, "
+            f"{format_usd(state.get('estimated_cost_usd'))})"
+        )
     if name == "cloudwatch":
         text = f"{state.get('region') or 'no region'} — {state.get('state')}"
         if state.get("message"):

@@ -7,7 +7,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from monitor.quotas import (
     ServiceQuota,
     UsageInputs,
     assign_quotas,
+    tightest_region,
 )
 from monitor.quotas import evaluate_all as evaluate_quotas
 from monitor.report import RATE_WINDOW_LONG_S, ReportInput, build_report
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from monitor.billing import BillingData, BillingSummary, LearnedPrice
     from monitor.sources.billing import BillingSource
     from monitor.sources.fleet import FleetSource
+    from monitor.sources.fleet_regions import FleetRegions
 
 LIVE_DEMO_HISTORY_RECORDS = 6000
 
@@ -66,6 +68,8 @@ def load_effective_config(args: argparse.Namespace) -> Config:
         else (True if getattr(args, "cloudwatch", False) else None),
         "sources.quotas": False if getattr(args, "no_quotas", False) else None,
         "sources.region": getattr(args, "region", None),
+        "sources.all_regions": getattr(args, "all_regions", None),
+        "sources.linked_accounts": getattr(args, "linked_accounts", None),
         "sources.profile": getattr(args, "profile", None),
         "sources.endpoint_url": getattr(args, "endpoint_url", None),
         "sources.interval_s": getattr(args, "poll_interval", None),
@@ -109,6 +113,16 @@ class Session:
     clock: Callable[[], float] = time.time
     # Set when CloudWatch is on: budgets with source auto or cloudwatch read it.
     cloudwatch_store: CloudWatchStore | None = None
+    # Several regions (or linked accounts): one store each; budgets add them up.
+    cloudwatch_stores: list[CloudWatchStore] = field(default_factory=list)
+    # The live screen's sources find regions and accounts as they run: asked at each evaluation.
+    cloudwatch_stores_of: Callable[[], list[CloudWatchStore]] | None = None
+    # Region -> the credentials' own AWS/Bedrock store there: each region's quotas are measured
+    # against its own usage. The live screen's regions can be found later: asked each time.
+    cloudwatch_region_stores: dict[str, CloudWatchStore] = field(default_factory=dict)
+    cloudwatch_region_stores_of: Callable[[], dict[str, CloudWatchStore]] | None = None
+    # bedrock-mantle's rows of the last ``cloudwatch_once``: model id -> its cloudwatch object.
+    cloudwatch_mantle: dict[str, dict[str, Any]] = field(default_factory=dict)
     args: argparse.Namespace | None = None
     # Set when the billing source is on (--billing or sources.billing): the bill, read as models.
     billing: BillingSource | None = None
@@ -118,7 +132,7 @@ class Session:
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     # The last quota match and what it was made from: matching hundreds of quota names is
     # redone only when the quotas, the models or the configuration change.
-    _quota_match: tuple[object, dict[str, Any]] | None = field(default=None, repr=False)
+    _quota_match: dict[str, tuple[object, dict[str, Any]]] = field(default_factory=dict, repr=False)
     # When the headless run's AWS deadline ends (time.monotonic()), set by its first AWS source.
     _aws_deadline: float | None = field(default=None, repr=False)
 
@@ -150,19 +164,28 @@ class Session:
         return period_bounds("day", now, self.config.timezone)[0]
 
     def quota_statuses(
-        self, now: float, quotas: list[ServiceQuota], model_ids: list[str] | None = None
+        self,
+        now: float,
+        quotas: list[ServiceQuota],
+        model_ids: list[str] | None = None,
+        *,
+        region: str | None = None,
     ) -> dict[str, ModelQuotas]:
         """Each model's quotas against its usage: the models of the usage log, of CloudWatch
-        and of the configuration."""
+        and of the configuration. ``region``: one region's quotas, measured against that
+        region's CloudWatch figures (None: the one region polled)."""
         store = self.feed.store
-        cloud = self.cloudwatch_store
+        cloud = self.cloudwatch_store if region is None else self.region_stores().get(region)
         if model_ids is None:
-            cloud_ids = cloud.model_ids() if cloud is not None else []
-            model_ids = [*store.model_ids(), *cloud_ids, *self.config.models]
+            model_ids = self.quota_model_ids()
         key = (tuple(quotas), tuple(model_ids), id(self.config))
-        if self._quota_match is None or self._quota_match[0] != key:
-            self._quota_match = (key, assign_quotas(quotas, model_ids, self.config.quotas))
-        assigned = self._quota_match[1]
+        cached = self._quota_match.get(region or "")
+        if cached is None or cached[0] != key:
+            cached = self._quota_match[region or ""] = (
+                key,
+                assign_quotas(quotas, model_ids, self.config.quotas),
+            )
+        assigned = cached[1]
         inputs = UsageInputs(
             now=now,
             day_start=self.quota_day_start(now),
@@ -172,9 +195,49 @@ class Session:
         )
         return evaluate_quotas(assigned, model_ids, inputs)
 
+    def region_stores(self) -> dict[str, CloudWatchStore]:
+        if self.cloudwatch_region_stores_of is not None:
+            return self.cloudwatch_region_stores_of()
+        return self.cloudwatch_region_stores
+
+    def quota_model_ids(self) -> list[str]:
+        """The models quotas are matched for: the log's, every region's CloudWatch's, and the
+        configuration's."""
+        clouds = list(self.region_stores().values())
+        if not clouds and self.cloudwatch_store is not None:
+            clouds = [self.cloudwatch_store]
+        cloud_ids = [m for cloud in clouds for m in cloud.model_ids()]
+        return list(dict.fromkeys([*self.feed.store.model_ids(), *cloud_ids, *self.config.models]))
+
+    def regional_quota_statuses(
+        self,
+        now: float,
+        quotas_by_region: Mapping[str, list[ServiceQuota]],
+        model_ids: list[str] | None = None,
+    ) -> dict[str, ModelQuotas]:
+        """Quotas are per region: with several regions each is measured against its own usage,
+        and each model shows the region closest to its limit (the one throttled first), with
+        every region's figures beside it. One region: :meth:`quota_statuses` as it is."""
+        if len(quotas_by_region) <= 1:
+            quotas = next(iter(quotas_by_region.values()), [])
+            return self.quota_statuses(now, quotas, model_ids)
+        model_ids = self.quota_model_ids() if model_ids is None else model_ids
+        return tightest_region(
+            {
+                region: self.quota_statuses(now, quotas, model_ids, region=region)
+                for region, quotas in quotas_by_region.items()
+            }
+        )
+
     def budget_statuses(self, now: float) -> list[BudgetStatus]:
         store = self.feed.store
-        cloud = self.cloudwatch_store
+        if self.cloudwatch_stores_of is not None:
+            clouds = self.cloudwatch_stores_of()
+        else:
+            clouds = self.cloudwatch_stores or (
+                [self.cloudwatch_store] if self.cloudwatch_store is not None else []
+            )
+        cloud = clouds or None
         return evaluate_all(
             self.config.budgets,
             now,
@@ -182,7 +245,7 @@ class Session:
             tz=self.config.timezone,
             local_models=[*store.model_ids(), *self.config.models],
             local_usage=store.tally_between,
-            cloudwatch_models=cloud.model_ids() if cloud is not None else (),
+            cloudwatch_models=sorted({m for c in clouds for m in c.model_ids()}),
             cloudwatch_usage=(
                 None
                 if cloud is None
@@ -198,7 +261,7 @@ class Session:
         cloudwatch: dict[str, dict[str, Any]] | None = None,
         quotas: Mapping[str, ModelQuotas] | None = None,
         billing_cloudwatch: dict[str, dict[str, Any]] | None = None,
-        fleet: FleetSource | None = None,
+        fleet: FleetSource | FleetRegions | None = None,
     ) -> dict[str, Any]:
         """``cloudwatch``: model id -> its account-wide object (see cloudwatch_report); shown
         beside ``local``, never added to it. ``billing_cloudwatch``: the same over the bill's
@@ -221,6 +284,7 @@ class Session:
         summary = self.price_book.summarize(
             (model_id, store.since_tally(model_id)) for model_id in store.model_ids()
         )
+        mantle = self.cloudwatch_mantle
         report = build_report(
             ReportInput(
                 now=now,
@@ -238,6 +302,8 @@ class Session:
                 fleet_cost=fleet_cost,
                 groups=groups,
                 group_cost=book.cost_usd,
+                mantle=mantle,
+                mantle_totals=combine_report_objects(mantle.values()) if mantle else None,
             )
         )
         report["totals"]["local"]["unpriced_tokens"] = summary.unpriced_tokens
@@ -262,28 +328,37 @@ class Session:
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """CloudWatch over ``--since`` for the report: per model objects and the source state.
         Budgets that read CloudWatch also get its period-to-date totals and recent minutes."""
-        from monitor.sources.cloudwatch import cloudwatch_report
+        from monitor.sources.cloudwatch import BEDROCK
+        from monitor.sources.cloudwatch_regions import regions_report
 
         enabled, reason = cloudwatch_wanted(args, self.config)
         sources = self.config.sources
         wants_budgets = enabled and any(s.source != "local" for s in self.config.budgets)
         # Quotas need recent minutes and the day's total too.
         wants_budgets = wants_budgets or (enabled and sources.quotas)
-        if wants_budgets:
-            self.cloudwatch_store = CloudWatchStore()
-        return cloudwatch_report(
-            sources.region,
+        runtime, mantle, state, group = regions_report(
+            list(sources.regions) or [None],
             sources.profile,
             sources.endpoint_url,
             self.since,
             now,
+            all_regions=sources.all_regions,
+            mantle=sources.mantle,
+            linked_accounts=sources.linked_accounts,
             enabled=enabled,
             disabled_message=reason,
             models_from_config=self.config.models,
-            store=self.cloudwatch_store,
             period_starts=self.alarm_period_starts if wants_budgets else None,
             deadline_s=self.aws_time_left() if enabled else 0.0,
         )
+        self.cloudwatch_mantle = mantle
+        if wants_budgets:
+            self.cloudwatch_stores = group.stores(BEDROCK)
+            self.cloudwatch_region_stores = group.region_stores()
+            # One region: the store every single-region reader (billing's model ids) reads.
+            first = next(iter(self.cloudwatch_region_stores.values()), None)
+            self.cloudwatch_store = first or next(iter(self.cloudwatch_stores), None)
+        return runtime, state
 
     def apps_cloudwatch_once(
         self,
@@ -309,7 +384,12 @@ class Session:
             reason = f"not polled: CloudWatch {cloudwatch_state.get('message', '')}".strip()
         sources = self.config.sources
         grouped, state = app_metrics_once(
-            AwsTarget(sources.region, sources.profile, sources.endpoint_url),
+            # Read in the first region polled (with several regions, the others are not read).
+            AwsTarget(
+                sources.regions[0] if sources.regions else None,
+                sources.profile,
+                sources.endpoint_url,
+            ),
             self.since,
             now,
             enabled=enabled,
@@ -333,21 +413,30 @@ class Session:
         """For the report: the account's quotas (Service Quotas, once), each model's use
         against them, and the source's state. ``cloudwatch_state``: when CloudWatch found no
         credentials, Service Quotas (the same account) is not asked again."""
-        from monitor.sources.service_quotas import service_quotas_once
-
         enabled, reason = quotas_wanted(args, self.config)
         if enabled and cloudwatch_state == "no-credentials":
             enabled, reason = False, "not asked: no AWS credentials (see sources.cloudwatch)"
+        from monitor.sources.service_quotas_regions import service_quotas_regions_once
+
         sources = self.config.sources
-        quotas, health = service_quotas_once(
-            sources.region,
+        group = service_quotas_regions_once(
+            self.polled_regions(),
             sources.profile,
             sources.endpoint_url,
             enabled=enabled,
             disabled_message=reason,
             deadline_s=self.aws_time_left() if enabled else 0.0,
         )
-        return self.quota_statuses(now, quotas, model_ids), health.as_report()
+        statuses = self.regional_quota_statuses(now, group.quotas_by_region(), model_ids)
+        return statuses, group.as_report()
+
+    def polled_regions(self) -> list[str | None]:
+        """The regions the regional sources (quotas, the fleet) read: those CloudWatch polled
+        (found ones included), else those asked for, else botocore's own region."""
+        found = [region for region in self.region_stores() if region]
+        if len(found) > 1 or (found and self.config.sources.all_regions):
+            return list(found)
+        return list(self.config.sources.regions) or [None]
 
     # -- the bill ---------------------------------------------------------------------------
 
@@ -482,14 +571,15 @@ class Session:
             cost_per_day_usd=self.billing.cost_per_day_usd(),
         )
 
-    def fleet_once(self, args: argparse.Namespace, now: float) -> FleetSource:
-        """The fleet source over ``--since`` for the report (its state says when it is off)."""
-        from monitor.sources.fleet import fleet_report
+    def fleet_once(self, args: argparse.Namespace, now: float) -> FleetRegions:
+        """The fleet source over ``--since`` for the report (its state says when it is off): in
+        every region CloudWatch polled (each region's own invocation-logging group)."""
+        from monitor.sources.fleet_regions import fleet_regions_report
 
         enabled, reason = fleet_wanted(args, self.config)
         sources = self.config.sources
-        return fleet_report(
-            sources.region,
+        return fleet_regions_report(
+            self.polled_regions(),
             sources.profile,
             sources.endpoint_url,
             self.since,
@@ -527,16 +617,23 @@ def _rounded(value: float | None) -> float | None:
 
 
 def cloudwatch_usage(
-    store: CloudWatchStore, period_starts: Mapping[str, float], now: float
+    store: CloudWatchStore | Sequence[CloudWatchStore],
+    period_starts: Mapping[str, float],
+    now: float,
 ) -> Callable[[str, float, float], Tally]:
     """Budget usage from CloudWatch: a period's coarse period-to-date total when the window
-    starts at a budget period's start, else the per-minute sums (burn-rate windows)."""
+    starts at a budget period's start, else the per-minute sums (burn-rate windows). Several
+    stores (one per region or account) add up: they count different calls."""
     starts = {start: period for period, start in period_starts.items()}
+    stores = [store] if isinstance(store, CloudWatchStore) else list(store)
 
     def usage(model_id: str, start: float, end: float) -> Tally:
         period = starts.get(start)
 
         def total(metric: str) -> int:
+            return sum(one_store(each, metric) for each in stores)
+
+        def one_store(store: CloudWatchStore, metric: str) -> int:
             if period is not None:
                 value = store.period_to_date(model_id, metric, period, now)
                 if value is not None:
@@ -573,6 +670,8 @@ def cloudwatch_wanted(args: argparse.Namespace, config: Config) -> tuple[bool, s
         getattr(args, "profile", None)
         or getattr(args, "region", None)
         or getattr(args, "endpoint_url", None)
+        or getattr(args, "all_regions", None)
+        or getattr(args, "linked_accounts", None)
     )
     if not config.sources.cloudwatch:
         return False, "disabled (--no-cloudwatch or sources.cloudwatch = false)"

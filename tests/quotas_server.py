@@ -4,7 +4,9 @@ moto implements Service Quotas for ``vpc`` only, with no ``ListServiceQuotas``: 
 answers ``ListServiceQuotas`` and ``ListAWSDefaultServiceQuotas`` on ``127.0.0.1`` as AWS does,
 in AWS JSON 1.1 (``POST /``, ``X-Amz-Target: ServiceQuotasV20190624.<Operation>``,
 ``Content-Type: application/x-amz-json-1.1``), paginated with ``NextToken`` and ``MaxResults``,
-and can refuse with ``AccessDeniedException`` the way the service does.
+and can refuse with ``AccessDeniedException`` the way the service does. Quotas are regional:
+``serve(..., region=...)`` gives one region its own list, told apart by the region the request
+was signed for (the ``Credential`` scope of its ``Authorization`` header), as AWS does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class QuotasServer:
 
     def __init__(self) -> None:
         self.state = _State()
+        self.regions: dict[str, _State] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -66,18 +69,30 @@ class QuotasServer:
         defaults: Iterable[Quota] = (),
         deny: Iterable[str] = (),
         page_size: int = 2,
+        region: str | None = None,
     ) -> None:
+        """The quotas of ``region`` (None: of every region not served on its own)."""
         with self._lock:
-            self.state = _State(list(applied), list(defaults), set(deny), page_size)
+            state = _State(list(applied), list(defaults), set(deny), page_size)
+            if region is None:
+                self.state = state
+            else:
+                self.regions[region] = state
 
     @property
     def requests(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             return list(self.state.requests)
 
-    def answer(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def requests_in(self, region: str) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
-            state = self.state
+            return list(self.regions[region].requests)
+
+    def answer(
+        self, operation: str, body: dict[str, Any], region: str = "us-east-1"
+    ) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            state = self.regions.get(region, self.state)
             state.requests.append((operation, body))
         if operation not in (APPLIED, DEFAULTS):
             return 400, {"__type": "UnknownOperationException", "message": operation}
@@ -97,7 +112,7 @@ class QuotasServer:
                 {
                     "ServiceCode": "bedrock",
                     "ServiceName": "Amazon Bedrock",
-                    "QuotaArn": f"arn:aws:servicequotas:us-east-1::bedrock/{quota.code}",
+                    "QuotaArn": f"arn:aws:servicequotas:{region}::bedrock/{quota.code}",
                     "QuotaCode": quota.code,
                     "QuotaName": quota.name,
                     "Value": quota.value,
@@ -131,7 +146,10 @@ def _handler_for(server: QuotasServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
             except ValueError:
                 body = {}
-            status, reply = server.answer(operation, body)
+            # "AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/servicequotas/aws4_request, ..."
+            scope = self.headers.get("Authorization", "").split("Credential=")[-1].split("/")
+            region = scope[2] if len(scope) > 2 else "us-east-1"
+            status, reply = server.answer(operation, body, region)
             data = json.dumps(reply).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/x-amz-json-1.1")

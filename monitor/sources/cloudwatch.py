@@ -79,6 +79,7 @@ from monitor.sources.aws import (
 
 NAMESPACE: Final = "AWS/Bedrock"
 MODEL_DIMENSION: Final = "ModelId"
+MANTLE_NAMESPACE: Final = "AWS/BedrockMantle"
 USD_PER_METRIC: Final = 0.01 / 1000
 HOURS_PER_MONTH: Final = 730.0
 MAX_QUERIES_PER_CALL: Final = 500
@@ -134,6 +135,32 @@ Dimensions = tuple[tuple[str, str], ...]
 PeriodStarts = Callable[[float], Mapping[str, float]]
 
 
+@dataclass(frozen=True, slots=True)
+class NamespaceSpec:
+    """A CloudWatch namespace of Bedrock traffic: where its model is named and which of its
+    dimension sets count the same traffic again (and are left out so nothing is counted twice).
+    Metric names are mapped to the store's by ``canonical_metric``."""
+
+    name: str
+    label: str  # how rows of this namespace are marked: runtime | mantle
+    model_dimensions: tuple[str, ...]
+    # A metric published both per model and per model and project is the same traffic twice:
+    # only the dimension sets without these are read.
+    breakdown_dimensions: tuple[str, ...] = ()
+
+    def model_of(self, dims: Dimensions) -> str | None:
+        names = dict(dims)
+        if any(name in names for name in self.breakdown_dimensions):
+            return None
+        return next((names[n] for n in self.model_dimensions if n in names), None)
+
+
+BEDROCK: Final = NamespaceSpec(NAMESPACE, "runtime", (MODEL_DIMENSION,))
+# bedrock-mantle publishes at Account, Project, Model and Project+Model levels; the Model level
+# (dimension `Model`) is read. `ModelId` is accepted too: ListMetrics says which one exists.
+MANTLE: Final = NamespaceSpec(MANTLE_NAMESPACE, "mantle", ("Model", "ModelId"), ("Project",))
+
+
 def utc_period_starts(now: float) -> dict[str, float]:
     """Default budget periods: the current UTC day and month."""
     tm = time.gmtime(now)
@@ -150,13 +177,15 @@ class Query:
     metric: str
     stat: str
     dimensions: Dimensions
+    namespace: str = NAMESPACE
+    account_id: str | None = None  # a linked (source) account, seen from a monitoring account
 
     def to_api(self, query_id: str, period_s: int) -> dict[str, Any]:
-        return {
+        query: dict[str, Any] = {
             "Id": query_id,
             "MetricStat": {
                 "Metric": {
-                    "Namespace": NAMESPACE,
+                    "Namespace": self.namespace,
                     "MetricName": self.metric,
                     "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
                 },
@@ -165,6 +194,9 @@ class Query:
             },
             "ReturnData": True,
         }
+        if self.account_id is not None:
+            query["AccountId"] = self.account_id
+        return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +242,8 @@ class CloudWatchState:
     paused: bool
     models: int
     issues: tuple[str, ...] = ()  # per-query problems of the last poll (PartialData, Forbidden...)
+    namespace: str = NAMESPACE
+    account_id: str | None = None
 
     def as_report(self) -> dict[str, Any]:
         return {
@@ -275,8 +309,15 @@ class CloudWatchSource:
         read_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        namespace: NamespaceSpec = BEDROCK,
+        account_id: str | None = None,
     ) -> None:
+        """``namespace``: AWS/Bedrock (default) or bedrock-mantle's. ``account_id``: read a
+        linked source account's metrics from a monitoring account (cross-account
+        observability); None reads the credentials' own account."""
         base = schedule or Schedule()
+        self.namespace = namespace
+        self.account_id = account_id
         interval = max(MIN_INTERVAL_S, float(interval_s))
         self.schedule = Schedule(**{**_as_dict(base), "interval_s": interval})
         self.region = region
@@ -376,6 +417,10 @@ class CloudWatchSource:
             await self.poll_once()
             await asyncio.sleep(self.next_delay())
 
+    def model_ids(self) -> list[str]:
+        """The models discovery found (or the configuration named), sorted."""
+        return sorted(self._models)
+
     # -- what the view tells the source --------------------------------------------------------
 
     def set_paused(self, paused: bool) -> None:
@@ -437,7 +482,7 @@ class CloudWatchSource:
         for metric, dimension_sets in model.metrics.items():
             stats = stats_by_metric.get(canonical_metric(metric), ())
             for dims in sorted(dimension_sets):
-                queries.extend(Query(model.model_id, metric, stat, dims) for stat in stats)
+                queries.extend(self._query(model.model_id, metric, stat, dims) for stat in stats)
         return queries
 
     def _percentiles_wanted(self, now: float) -> bool:
@@ -497,6 +542,8 @@ class CloudWatchSource:
             paused=self._paused,
             models=len(self._models),
             issues=self._issues,
+            namespace=self.namespace.name,
+            account_id=self.account_id,
         )
 
     def _set_failure(self, failure: SourceFailure, now: float) -> None:
@@ -694,25 +741,35 @@ class CloudWatchSource:
         self._issues = tuple(problems[-20:])
         return results
 
-    async def discover(self, recently_active: bool = True) -> None:
-        """ListMetrics on `AWS/Bedrock` (all pages): which models exist with which metrics."""
-        found: dict[str, dict[str, set[Dimensions]]] = {}
-        paginator = self._client.get_paginator("list_metrics")
-        params: dict[str, Any] = {"Namespace": NAMESPACE}
+    def _query(self, model_id: str, metric: str, stat: str, dims: Dimensions) -> Query:
+        return Query(model_id, metric, stat, dims, self.namespace.name, self.account_id)
+
+    def _list_params(self, recently_active: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"Namespace": self.namespace.name}
         if recently_active:
             params["RecentlyActive"] = "PT3H"
+        if self.account_id is not None:
+            params["IncludeLinkedAccounts"] = True
+            params["OwningAccount"] = self.account_id
+        return params
+
+    async def discover(self, recently_active: bool = True) -> None:
+        """ListMetrics on the namespace (all pages): which models exist with which metrics."""
+        found: dict[str, dict[str, set[Dimensions]]] = {}
+        paginator = self._client.get_paginator("list_metrics")
+        params = self._list_params(recently_active)
         self.list_calls += 1
         async for page in paginator.paginate(**params):
             for metric in page.get("Metrics", []):
                 name = metric.get("MetricName", "")
                 dims = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
-                model_id = dict(dims).get(MODEL_DIMENSION)
+                model_id = self.namespace.model_of(dims)
                 if model_id is None or canonical_metric(name) not in KNOWN_METRICS:
                     continue
                 found.setdefault(model_id, {}).setdefault(name, set()).add(dims)
             if page.get("NextToken"):
                 self.list_calls += 1
-        for model_id in self._config_models:
+        for model_id in self._config_models if self.namespace is BEDROCK else ():
             if model_id not in found and model_id not in self._models:
                 dims = ((MODEL_DIMENSION, model_id),)
                 found[model_id] = {m: {dims} for m in CONFIG_MODEL_METRICS}
@@ -722,11 +779,29 @@ class CloudWatchSource:
                 model.metrics.setdefault(name, set()).update(dimension_sets)
         # Models that fell out of RecentlyActive stay known (they simply go idle and slow).
 
+    async def owning_accounts(self, recently_active: bool = True) -> list[str]:
+        """The accounts whose metrics a monitoring account sees in this namespace (ListMetrics
+        with IncludeLinkedAccounts: its answer carries one OwningAccount per metric)."""
+        if self._client is None:
+            await self.start()
+        if self._client is None:
+            return []
+        params: dict[str, Any] = {"Namespace": self.namespace.name, "IncludeLinkedAccounts": True}
+        if recently_active:
+            params["RecentlyActive"] = "PT3H"
+        accounts: set[str] = set()
+        self.list_calls += 1
+        async for page in self._client.get_paginator("list_metrics").paginate(**params):
+            accounts.update(str(a) for a in page.get("OwningAccounts", []) or [] if a)
+            if page.get("NextToken"):
+                self.list_calls += 1
+        return sorted(accounts)
+
     async def refresh_period_totals(self, now: float) -> None:
         """Period-to-date Sums for budgets: one datapoint per query, one call group per period."""
         end = float(minute_of(now) * MINUTE_S)
         queries = [
-            Query(model.model_id, metric, SUM, dims)
+            self._query(model.model_id, metric, SUM, dims)
             for model in self._models.values()
             for metric, dimension_sets in model.metrics.items()
             if canonical_metric(metric) in PERIOD_METRICS
@@ -761,7 +836,7 @@ class CloudWatchSource:
             aligned, period_s = report_period(start, end, now)
             stats = {**HOT_STATS, **WARM_STATS}
             queries = [
-                Query(model.model_id, metric, stat, dims)
+                self._query(model.model_id, metric, stat, dims)
                 for model in self._models.values()
                 for metric, dimension_sets in model.metrics.items()
                 for dims in sorted(dimension_sets)
@@ -769,7 +844,7 @@ class CloudWatchSource:
                 if stat != SAMPLE_COUNT
             ]
             pct_queries = [
-                Query(model.model_id, metric, stat, dims)
+                self._query(model.model_id, metric, stat, dims)
                 for model in self._models.values()
                 for metric, dimension_sets in model.metrics.items()
                 if canonical_metric(metric) in PERCENTILE_METRICS

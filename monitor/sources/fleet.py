@@ -111,15 +111,19 @@ class FleetSource:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        groups: GroupIndex | None = None,
     ) -> None:
+        """``store`` and ``groups``: shared by the sources of several regions (one fleet, its
+        records kept apart by request id); new ones by default."""
         self.region = region
         self.target = AwsTarget(region, profile, endpoint_url)
         self.enabled = enabled
         self.interval_s = max(MIN_INTERVAL_S, float(interval_s))
         self.live_tail = live_tail
         self.overlap_ms = int(overlap_s * 1000)
-        self.store = Store(since=since)
-        self.groups = GroupIndex(since=since)
+        self.store = store if store is not None else Store(since=since)
+        self.groups = groups if groups is not None else GroupIndex(since=since)
         self.rejected: Counter[str] = Counter()
         self.requests = 0  # API requests sent (FilterLogEvents pages, discovery, Live Tail)
         self.events = 0  # events read

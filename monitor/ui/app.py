@@ -37,7 +37,8 @@ from monitor.quotas import ModelQuotas
 from monitor.store import Store
 from monitor.ui import keys
 from monitor.ui.budget_dialog import BudgetDialog
-from monitor.ui.hooks import BudgetStatus, ScreenExtras
+from monitor.ui.hooks import BudgetStatus, ScreenExtras, regions_view
+from monitor.ui.overview_model import CLOUDWATCH_GROUPINGS
 from monitor.ui.screens import GroupScreen, HelpScreen, ModelScreen, OverviewScreen
 from monitor.ui.themes import DEFAULT_THEME, ThemeCatalog, load_themes
 
@@ -366,17 +367,36 @@ class BedrockTopApp(App[int]):
             front.quick_update(self.now())
 
     # -- navigation -----------------------------------------------------------------------------
-    def open_row(self, name: str) -> None:
-        """Open the overview's row: a model's drill-down, or an app's or caller's models."""
-        if self.group_by == "model":
+    def open_row(self, name: str, endpoint: str = "runtime") -> None:
+        """Open the overview's row: a model's drill-down, or an app's or caller's models. A
+        region's or account's row goes back to the models (their figures are CloudWatch's,
+        per model); a bedrock-mantle row has account-wide figures only."""
+        if self.group_by in CLOUDWATCH_GROUPINGS:
+            self.notify(f"overview by model (was: {self.group_by} {name})", timeout=3)
+            self.group_by = "model"
+            self._refresh_front()
+        elif endpoint != "runtime":
+            self.notify(
+                f"{name}: bedrock-{endpoint} traffic has account-wide figures only "
+                "(see the row and --once --json)",
+                timeout=4,
+            )
+        elif self.group_by == "model":
             self.open_model(name)
         else:
             self.push_screen(GroupScreen(self.group_by, name))
 
+    def groupings(self) -> tuple[str, ...]:
+        """The overview's keys, in the order the group key cycles through them: region when
+        several regions are polled, account when linked accounts are read."""
+        regional = regions_view(self.extras.cloudwatch)
+        return (*GROUPINGS, *(regional.group_keys() if regional is not None else ()))
+
     def group_next(self) -> None:
-        """Cycle the overview's rows between models, apps and callers."""
-        index = GROUPINGS.index(self.group_by) if self.group_by in GROUPINGS else -1
-        self.group_by = GROUPINGS[(index + 1) % len(GROUPINGS)]
+        """Cycle the overview's rows between models, apps, callers (regions, accounts)."""
+        groupings = self.groupings()
+        index = groupings.index(self.group_by) if self.group_by in groupings else -1
+        self.group_by = groupings[(index + 1) % len(groupings)]
         self.notify(f"overview by {self.group_by}", timeout=2)
         self._refresh_front()
 
@@ -423,7 +443,7 @@ class BedrockTopApp(App[int]):
         screen = self.screen
         if not isinstance(screen, ModelScreen) or self._overview is None:
             return
-        order = [row.model_id for row in self._overview.table.rows]
+        order = [row.model_id for row in self._overview.table.rows if row.endpoint == "runtime"]
         if not order:
             return
         index = order.index(screen.model_id) if screen.model_id in order else 0
@@ -593,29 +613,43 @@ def run_app(args: argparse.Namespace) -> int:
         if enabled:
             from monitor.sources.app_metrics import AppMetricsSource
             from monitor.sources.aws import AwsTarget
-            from monitor.sources.cloudwatch import CloudWatchSource
+            from monitor.sources.cloudwatch_regions import CloudWatchRegions
 
-            source = CloudWatchSource(
-                region=config.sources.region,
+            source = CloudWatchRegions(
+                list(config.sources.regions) or [None],
+                all_regions=config.sources.all_regions,
+                mantle=config.sources.mantle,
+                linked_accounts=config.sources.linked_accounts,
                 profile=config.sources.profile,
                 endpoint_url=config.sources.endpoint_url,
                 interval_s=config.sources.interval_s,
                 models_from_config=config.models,
                 period_starts=session.alarm_period_starts,
             )
-            session.cloudwatch_store = source.store
+            # Regions and accounts found later bring stores of their own: budgets and quotas ask
+            # each time.
+            session.cloudwatch_stores_of = source.stores
+            session.cloudwatch_region_stores_of = source.region_stores
+            # Quotas are per region: they read the first region's figures.
+            first = source.stores()
+            session.cloudwatch_store = first[0] if first else None
+            # The BedrockTop namespace is read in the first region polled.
+            apps_region = config.sources.regions[0] if config.sources.regions else None
             apps_source = AppMetricsSource(
-                AwsTarget(
-                    config.sources.region, config.sources.profile, config.sources.endpoint_url
-                ),
+                AwsTarget(apps_region, config.sources.profile, config.sources.endpoint_url),
                 interval_s=config.sources.app_metrics_interval_s,
             )
         quota_source = None
         if quotas_wanted(args, config)[0]:
             from monitor.sources.service_quotas import ServiceQuotasSource
+            from monitor.sources.service_quotas_regions import ServiceQuotasRegions
 
-            quota_source = ServiceQuotasSource(
-                config.sources.region, config.sources.profile, config.sources.endpoint_url
+            sources = config.sources
+            # Quotas are per region: one source for each region polled (found ones included).
+            quota_source = ServiceQuotasRegions(
+                list(sources.regions) or ([] if sources.all_regions else [None]),
+                lambda region: ServiceQuotasSource(region, sources.profile, sources.endpoint_url),
+                follow_found=sources.all_regions,
             )
         billing = None
         billing_source = session.open_billing()
@@ -625,10 +659,11 @@ def run_app(args: argparse.Namespace) -> int:
             billing = LiveBilling(session, billing_source, cloudwatch_on=source is not None)
         fleet = None
         if fleet_wanted(args, config)[0]:
-            from monitor.sources.fleet import FleetSource
+            from monitor.sources.fleet_regions import FleetRegions
 
-            fleet = FleetSource(
-                config.sources.region,
+            # CloudWatch Logs is regional: one source per region polled, one fleet on screen.
+            fleet = FleetRegions(
+                list(config.sources.regions) or [None],
                 config.sources.profile,
                 config.sources.endpoint_url,
                 log_groups=config.sources.log_groups,
@@ -652,8 +687,11 @@ def run_app(args: argparse.Namespace) -> int:
         address = listen_address(session)
         if address is not None:
             # Textual's own event loop owns the store; scrapes are answered on it.
+            # The metrics endpoint publishes the first region's AWS/Bedrock source and quotas.
+            first_region = next(iter(source.runtime_sources()), None) if source else None
+            first_quotas = next(iter(quota_source.sources.values()), None) if quota_source else None
             endpoint = screen_endpoint(
-                session, source, address, lambda: app._loop, apps_source, quota_source, fleet
+                session, first_region, address, lambda: app._loop, apps_source, first_quotas, fleet
             )
             try:
                 announce(endpoint.start())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
@@ -270,6 +270,46 @@ class FleetView(Protocol):
     def set_live_tail(self, on: bool) -> None: ...
 
     def fleet_state(self) -> FleetState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """One row of the overview grouped by region or account: account-wide figures only (the
+    usage log's records are counted per model)."""
+
+    name: str
+    requests_per_min: float | None  # AWS/Bedrock, newest minute of each model, added up
+    models: int
+    mantle_requests_per_min: float | None = None
+
+
+@runtime_checkable
+class RegionsView(Protocol):
+    """What a CloudWatch view with several regions (and bedrock-mantle rows) adds: each
+    region's state for the header, the regions a model's traffic was seen in, and the
+    `AWS/BedrockMantle` models, whose figures are never added to AWS/Bedrock's."""
+
+    @property
+    def multi_region(self) -> bool: ...
+
+    def region_states(self) -> Sequence[CloudWatchState]: ...
+
+    def model_regions(self, model_id: str, mantle: bool = False) -> Sequence[str]: ...
+
+    def mantle_model_ids(self) -> Sequence[str]: ...
+
+    def mantle_requests_per_min(self, model_id: str, now: float) -> float | None: ...
+
+    def group_keys(self) -> Sequence[str]:
+        """The keys other than ``model`` the overview can group by: region, account."""
+        ...
+
+    def group_figures(self, key: str, now: float) -> Sequence[GroupFigures]: ...
+
+
+def regions_view(view: CloudWatchView | None) -> RegionsView | None:
+    """The view's regional side, when it has one."""
+    return view if isinstance(view, RegionsView) else None
 
 
 @dataclass

@@ -79,7 +79,7 @@ KEYS: tuple[KeySpec, ...] = (
         "g",
         "group_next",
         "group",
-        "Group the overview by model, app or caller",
+        "Group the overview by model, app, caller, region, account",
         "overview",
         show=False,
     ),

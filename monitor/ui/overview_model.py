@@ -27,7 +27,13 @@ from monitor.store import (
     Store,
     Tally,
 )
-from monitor.ui.hooks import BudgetStatus, ScreenExtras, tightest_budget
+from monitor.ui.hooks import (
+    BudgetStatus,
+    GroupFigures,
+    ScreenExtras,
+    regions_view,
+    tightest_budget,
+)
 
 RATE_WINDOW_S = 60  # req/min and tokens/s
 LATENCY_WINDOW_S = 300  # p50/p99 and the error and throttle counts
@@ -65,6 +71,12 @@ SPEND = Column("spend", "spend 1h", 9, drop=5)
 BUDGET = Column("budget", "budget", GAUGE_CELLS + 5, align="left", drop=6)
 QUOTA = Column("quota", "quota", GAUGE_CELLS + 6, align="left", drop=6)  # gauge and "~"
 ACCOUNT_REQ = Column("acct_req", "acct req/m", 10, drop=10, account=True)
+# Shown when several regions are polled: where the model's account-wide traffic was seen.
+REGION = Column("region", "regions", 20, align="left", drop=12, sortable=False, account=True)
+MANTLE_MARK = "mantle"
+# Groupings only CloudWatch can make (offered when several regions are polled, or linked
+# accounts are read): their rows carry account-wide figures alone.
+CLOUDWATCH_GROUPINGS = ("region", "account")
 TREND = Column("trend", "p50 trend", SPARK_POINTS, align="left", drop=11, sortable=False)
 
 
@@ -79,6 +91,9 @@ def columns_for(extras: ScreenExtras) -> list[Column]:
         columns.append(QUOTA)
     if extras.cloudwatch is not None:
         columns.append(ACCOUNT_REQ)
+        regional = regions_view(extras.cloudwatch)
+        if regional is not None and regional.multi_region:
+            columns.append(REGION)
     columns.append(TREND)
     return columns
 
@@ -115,6 +130,12 @@ class ModelRow:
     spend: float | None = None  # USD over SPEND_WINDOW_S; None when unpriced or no prices
     unpriced: bool = False  # had tokens in SPEND_WINDOW_S but no known price
     local: bool = True  # the usage log has calls of this model (else only CloudWatch knows it)
+    endpoint: str = "runtime"  # runtime (AWS/Bedrock and the log) | mantle (AWS/BedrockMantle)
+
+    @property
+    def key(self) -> str:
+        """Unique per row: a model can have a bedrock-runtime row and a bedrock-mantle row."""
+        return self.model_id if self.endpoint == "runtime" else f"{self.endpoint}:{self.model_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +345,9 @@ def model_row(
         account = extras.cloudwatch.account_requests_per_min(model_id, now)
         cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")
         sort_values["acct_req"] = -1.0 if account is None else account
+        regional = regions_view(extras.cloudwatch)
+        if regional is not None and regional.multi_region:
+            cells["region"] = region_cell(regional.model_regions(model_id))
     return ModelRow(model_id, cells, sort_values, spend, unpriced, model_id in store)
 
 
@@ -377,6 +401,56 @@ def group_row(
         cells["spend"] = Cell(format_usd(spend), "dim" if spend is None else "")
         sort_values["spend"] = -1.0 if spend is None else spend
     return ModelRow(name, cells, sort_values, spend, unpriced, True)
+
+
+def region_cell(regions: Sequence[str]) -> Cell:
+    text = ",".join(regions)
+    if len(text) > REGION.width:
+        text = f"{len(regions)} regions"
+    return Cell(text or "-", "account" if regions else "dim")
+
+
+def cloudwatch_group_row(figures: GroupFigures, extras: ScreenExtras) -> ModelRow:
+    """A row of the overview grouped by region or account (keys only CloudWatch knows; the
+    usage record has no account): account-wide figures only, bedrock-mantle's beside
+    AWS/Bedrock's and not added to them. ``model_id`` holds the group's name."""
+    blank = Cell("-", "dim")
+    cells = {column.key: blank for column in columns_for(extras) if column.key != "model"}
+    cells["model"] = Cell(figures.name)
+    cells["trend"] = Cell("", "spark")
+    calls = figures.requests_per_min
+    cells["acct_req"] = Cell("-" if calls is None else _rate(calls), "account")
+    mantle = figures.mantle_requests_per_min
+    extra = f" +{_rate(mantle)} mantle" if mantle is not None else ""
+    cells["region"] = Cell(f"{figures.models} models{extra}", "account")
+    sort_values: dict[str, float | str] = {
+        "model": figures.name,
+        "acct_req": -1.0 if calls is None else calls,
+    }
+    return ModelRow(figures.name, cells, sort_values, None, False, True)
+
+
+def mantle_row(model_id: str, now: float, extras: ScreenExtras) -> ModelRow:
+    """A bedrock-mantle model: account-wide figures only (the wrapper sees bedrock-runtime
+    calls, so the local columns are empty), marked ``mantle``."""
+    regional = regions_view(extras.cloudwatch)
+    account = regional.mantle_requests_per_min(model_id, now) if regional is not None else None
+    blank = Cell("-", "dim")
+    cells = {key: blank for key in ("req", "in", "out", "p50", "p99", "err", "thr")}
+    cells["model"] = Cell(model_id)  # the table adds the [mantle] mark
+    cells["trend"] = Cell("", "spark")
+    cells["acct_req"] = Cell("-" if account is None else _rate(account), "account")
+    if extras.cost is not None:
+        cells["spend"] = blank
+    if extras.budgets is not None:
+        cells["budget"] = Cell("", "dim")
+    if regional is not None and regional.multi_region:
+        cells["region"] = region_cell(regional.model_regions(model_id, mantle=True))
+    sort_values: dict[str, float | str] = {
+        "model": model_id,
+        "acct_req": -1.0 if account is None else account,
+    }
+    return ModelRow(model_id, cells, sort_values, None, False, False, MANTLE_MARK)
 
 
 def window_rates(store: Store, model_id: str | None, now: float) -> Rates:

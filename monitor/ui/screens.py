@@ -30,16 +30,19 @@ from monitor.store import (
 )
 from monitor.ui import keys
 from monitor.ui.apps_panel import AppsPanel
-from monitor.ui.hooks import BudgetStatus, FleetState
+from monitor.ui.hooks import BudgetStatus, CloudWatchState, FleetState, regions_view
 from monitor.ui.overview_model import (
+    CLOUDWATCH_GROUPINGS,
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
     ModelRow,
     SparkCache,
+    cloudwatch_group_row,
     columns_for,
     format_age,
     gauge,
     group_row,
+    mantle_row,
     model_row,
     recent_failures,
     sort_rows,
@@ -97,6 +100,11 @@ def source_header(app: BedrockTopApp, now: float, width: int) -> Text:
     if cloudwatch is None:
         text.append(" ACCOUNT ", style="bold")
         text.append("CloudWatch off", style="dim")
+    elif (regional := regions_view(cloudwatch)) is not None and len(regional.region_states()) > 1:
+        append_region_states(text, regional.region_states(), now)
+        cw = cloudwatch.cloudwatch_state()
+        if cw.cost_per_hour_usd is not None:
+            text.append(f" · {format_usd(cw.cost_per_hour_usd)}/h total")
     else:
         cw = cloudwatch.cloudwatch_state()
         text.append(" ACCOUNT ", style="bold")
@@ -154,6 +162,20 @@ def history_text(records: int, bytes_done: int, bytes_total: int) -> str:
         f"history {gauge(fraction)} {format_count(records)} records read, "
         f"{format_count(left / 2**20)} MB left"
     )
+
+
+def append_region_states(text: Text, states: Sequence[CloudWatchState], now: float) -> None:
+    """Each region's state side by side: a fault in one region shows there only."""
+    text.append(" ACCOUNT ", style="bold")
+    text.append("CloudWatch ")
+    for index, state in enumerate(states):
+        text.append(printable(f"{' · ' if index else ''}{state.region}: "))
+        text.append(printable(state.state), style="" if state.state == "ok" else "bold")
+        if state.state != "ok" and state.last_good_epoch is not None:
+            text.append(f" {format_age(now - state.last_good_epoch)}")
+    problems = [f"{s.region}: {s.message}" for s in states if s.message and s.state != "ok"]
+    if problems:
+        text.append(f" · {printable(problems[0])}", style="bold")
 
 
 class OverviewScreen(Screen[None]):
@@ -247,7 +269,13 @@ class OverviewScreen(Screen[None]):
         self._known_models = set(app.feed.store.model_ids())
         cloudwatch = app.extras.cloudwatch
         self.table.set_key_label(dimension)
-        if dimension != "model":
+        regional = regions_view(cloudwatch)
+        if dimension in CLOUDWATCH_GROUPINGS:
+            # Regions and accounts are CloudWatch's keys (the usage record has no account).
+            figures = regional.group_figures(dimension, now) if regional is not None else []
+            model_ids = [group.name for group in figures]
+            every = [cloudwatch_group_row(group, app.extras) for group in figures]
+        elif dimension != "model":
             model_ids = groups.group_names(dimension)
             every = [group_row(groups, dimension, n, now, app.extras) for n in model_ids]
         else:
@@ -263,6 +291,9 @@ class OverviewScreen(Screen[None]):
                     k: v for k, v in self._rows.items() if k[0] != source or k[1] in present
                 }
                 self._sparks.forget(present)
+            if regional is not None:
+                # bedrock-mantle traffic: rows of their own, never merged into AWS/Bedrock's.
+                every += [self._mantle_row(m, now) for m in regional.mantle_model_ids()]
         needle = self.filter_text.lower()
         rows = sort_rows(
             [row for row in every if needle in row.model_id.lower()],
@@ -323,6 +354,18 @@ class OverviewScreen(Screen[None]):
         self._rows[(app.view_source, model_id)] = (key, row)
         return row
 
+    def _mantle_row(self, model_id: str, now: float) -> ModelRow:
+        """A bedrock-mantle row, computed again only when CloudWatch's data changed (its
+        figures are CloudWatch's alone: no second moves them)."""
+        app = self.bt
+        key: tuple[object, ...] = (app.extras_version(),)
+        cached = self._rows.get(("mantle", model_id))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = mantle_row(model_id, now, app.extras)
+        self._rows[("mantle", model_id)] = (key, row)
+        return row
+
     def _totals_text(
         self, now: float, rows: Sequence[ModelRow], budgets: Sequence[BudgetStatus]
     ) -> Text:
@@ -370,12 +413,12 @@ class OverviewScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
     def on_model_table_opened(self, message: ModelTable.Opened) -> None:
-        self.bt.open_row(message.model_id)
+        self.bt.open_row(message.model_id, message.endpoint)
 
     def action_open_model(self) -> None:
-        model_id = self.table.cursor_model
-        if model_id is not None:
-            self.bt.open_row(model_id)
+        row = self.table.cursor_row
+        if row is not None:
+            self.bt.open_row(row.model_id, row.endpoint)
 
     def action_group_next(self) -> None:
         self.bt.group_next()

@@ -80,9 +80,10 @@ class ModelTable(Widget, can_focus=True):
     class Opened(Message):
         """A model was chosen (enter or a second click on its row)."""
 
-        def __init__(self, model_id: str) -> None:
+        def __init__(self, model_id: str, endpoint: str = "runtime") -> None:
             super().__init__()
             self.model_id = model_id
+            self.endpoint = endpoint
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -124,6 +125,10 @@ class ModelTable(Widget, can_focus=True):
         self._layout_width = -1
         self._relayout()
 
+    @property
+    def cursor_row(self) -> ModelRow | None:
+        return self._rows[min(self._cursor, len(self._rows) - 1)] if self._rows else None
+
     def set_sort(self, key: str, reverse: bool) -> None:
         self._sort_key, self._reverse = key, reverse
         self._strips.clear()
@@ -132,10 +137,11 @@ class ModelTable(Widget, can_focus=True):
     def set_rows(self, rows: list[ModelRow]) -> None:
         """Show ``rows`` (already sorted and filtered). Only lines whose text changed are
         repainted; the cursor stays on the model it was on."""
-        keep = self.cursor_model
+        current = self.cursor_row
+        keep = None if current is None else current.key
         old = self._rows
         self._rows = rows
-        self._index = {row.model_id: index for index, row in enumerate(rows)}
+        self._index = {row.key: index for index, row in enumerate(rows)}
         if keep is not None and keep in self._index:
             self._cursor = self._index[keep]
         else:
@@ -191,7 +197,8 @@ class ModelTable(Widget, can_focus=True):
         if event.y < 1 or index >= len(self._rows):
             return
         if index == self._cursor or event.chain > 1:
-            self.post_message(self.Opened(self._rows[index].model_id))
+            row = self._rows[index]
+            self.post_message(self.Opened(row.model_id, row.endpoint))
         self._set_cursor(index)
 
     def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
@@ -278,7 +285,11 @@ class ModelTable(Widget, can_focus=True):
         for column in self._columns:
             cell = row.cells.get(column.key, _EMPTY_CELL)
             text = printable(cell.text)
-            if column.key == "model":
+            if column.key == "model" and row.endpoint != "runtime":
+                # The endpoint mark survives a narrow column: the id is shortened, not the mark.
+                mark = f" [{row.endpoint}]"
+                text = short_model_id(text, column.width - len(mark)) + mark
+            elif column.key == "model":
                 text = short_model_id(text, column.width)
             style = line_style
             if cell.style and not selected:
