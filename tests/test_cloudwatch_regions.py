@@ -669,6 +669,8 @@ async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Pat
             await pilot.pause(0.3)
             assert app.group_by == "region"
             assert table.columns[0].label == "region"
+            # Their figures are account-wide only: the local columns make room for them.
+            assert [column.key for column in table.columns] == ["model", "acct_req", "region"]
             rows = {row.model_id: row for row in table.rows}
             assert set(rows) == {EAST, WEST}
             # Each model's newest minute in the region, added up; mantle beside, not added.
@@ -678,6 +680,7 @@ async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Pat
             await pilot.press("g")  # no linked accounts: back to models
             await pilot.pause(0.3)
             assert len(table.rows) == 3
+            assert "req" in [column.key for column in table.columns]
     finally:
         feed.stop()
 

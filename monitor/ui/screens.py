@@ -269,6 +269,7 @@ class OverviewScreen(Screen[None]):
         self._known_models = set(app.feed.store.model_ids())
         cloudwatch = app.extras.cloudwatch
         self.table.set_key_label(dimension)
+        self.table.set_account_only(dimension in CLOUDWATCH_GROUPINGS)
         regional = regions_view(cloudwatch)
         if dimension in CLOUDWATCH_GROUPINGS:
             # Regions and accounts are CloudWatch's keys (the usage record has no account).

@@ -98,6 +98,7 @@ class ModelTable(Widget, can_focus=True):
         self._strips: dict[int, tuple[object, Strip]] = {}
         self._base_style: Style | None = None
         self._layout_width = -1
+        self._account_only = False
         self.empty_text = "waiting for records…"
 
     # -- data ---------------------------------------------------------------------------------
@@ -122,6 +123,15 @@ class ModelTable(Widget, can_focus=True):
         if first.label == label:
             return
         self._all_columns[0] = replace(first, label=label)
+        self._layout_width = -1
+        self._relayout()
+
+    def set_account_only(self, on: bool) -> None:
+        """Rows of a grouping only CloudWatch makes (region, account) have account-wide figures
+        alone: the local columns are left out, so that those fit a narrow terminal."""
+        if on == self._account_only:
+            return
+        self._account_only = on
         self._layout_width = -1
         self._relayout()
 
@@ -229,7 +239,12 @@ class ModelTable(Widget, can_focus=True):
         width = self.size.width
         if width != self._layout_width:
             self._layout_width = width
-            self._columns = fit_columns(self._all_columns, max(width - 1, 10))
+            columns = [
+                column
+                for column in self._all_columns
+                if not self._account_only or column.key == "model" or column.account
+            ]
+            self._columns = fit_columns(columns, max(width - 1, 10))
             self._strips.clear()
             self.refresh()
 
