@@ -510,6 +510,22 @@ class Session:
 
         sources = self.config.sources
         start, end = span
+        if len(sources.regions) > 1 or sources.all_regions:
+            # The bill is the account's, every region's: so is the estimate beside it.
+            from monitor.sources.cloudwatch_regions import regions_report
+
+            objects, _mantle, state, _group = regions_report(
+                list(sources.regions) or [None],
+                sources.profile,
+                sources.endpoint_url,
+                start,
+                min(end, now),
+                all_regions=sources.all_regions,
+                mantle=False,
+                models_from_config=self.config.models,
+                deadline_s=self.aws_time_left(),
+            )
+            return objects if state.get("state") == "ok" else None
         objects, state = cloudwatch_report(
             sources.region,
             sources.profile,

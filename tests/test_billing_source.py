@@ -627,3 +627,39 @@ def test_once_json_puts_cloudwatchs_estimate_for_the_bills_days_beside_it(
     assert cloud["by_model"][LLAMA] == pytest.approx(0.9)  # 1.25M tokens at the learned $0.72/M
     assert cloud["difference_usd"] == pytest.approx(seeded - 0.9)
     assert estimates["local"]["by_model"][LLAMA] == pytest.approx(2500 * 0.72 / 1e6)
+
+
+def test_with_several_regions_cloudwatchs_estimate_covers_them_all(
+    moto_url: str, proxy: CountingProxy, tmp_path: Path, usage_log: Path
+) -> None:
+    import boto3
+
+    now = time.time()
+    seeded = seed_bill(moto_url, now)
+    # The bill is the account's: the same 1.25M tokens, split over two regions.
+    for region in ("us-east-1", "eu-west-1"):
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            endpoint_url=moto_url,
+            region_name=region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        cloudwatch.put_metric_data(
+            Namespace="AWS/Bedrock",
+            MetricData=[
+                {
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "ModelId", "Value": LLAMA}],
+                    "Timestamp": datetime.fromtimestamp(now - 120, UTC),
+                    "Value": value,
+                }
+                for metric, value in (("InputTokenCount", 500_000), ("OutputTokenCount", 125_000))
+            ],
+        )
+    args = ("--once", "--json", "--billing", "--endpoint-url", proxy.url, "--log", str(usage_log))
+    result = run_cli(*args, "--region", "us-east-1,eu-west-1", env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    cloud = json.loads(result.stdout)["billing"]["estimates"]["cloudwatch"]
+    assert cloud["by_model"][LLAMA] == pytest.approx(0.9)  # both regions, at the learned $0.72/M
+    assert cloud["difference_usd"] == pytest.approx(seeded - 0.9)
