@@ -441,7 +441,7 @@ class HeadlessExport:
         cloudwatch: CloudWatchSource | None,
         apps: AppMetricsSource | None = None,
         quotas: ServiceQuotasSource | None = None,
-        fleet: FleetSource | None = None,
+        fleet: FleetSource | FleetRegions | None = None,
     ) -> None:
         self.session = session
         self.cloudwatch = cloudwatch
@@ -554,18 +554,18 @@ def quota_source_for(session: Session, args: argparse.Namespace) -> ServiceQuota
     return ServiceQuotasSource(sources.region, sources.profile, sources.endpoint_url)
 
 
-def fleet_source_for(session: Session, args: argparse.Namespace) -> FleetSource | None:
-    """The fleet source (CloudWatch Logs) the session wants (as the live screen builds it), or
-    None."""
+def fleet_source_for(session: Session, args: argparse.Namespace) -> FleetRegions | None:
+    """The fleet source (CloudWatch Logs) the session wants (as the live screen builds it: one
+    per region polled, one store), or None."""
     from monitor.session import fleet_wanted
 
     if not fleet_wanted(args, session.config)[0]:
         return None
-    from monitor.sources.fleet import FleetSource
+    from monitor.sources.fleet_regions import FleetRegions
 
     sources = session.config.sources
-    return FleetSource(
-        sources.region,
+    return FleetRegions(
+        list(sources.regions) or [None],
         sources.profile,
         sources.endpoint_url,
         log_groups=sources.log_groups,
