@@ -117,3 +117,37 @@ def test_nothing_is_evaluated_again_while_nothing_changes(
     live.model_quotas(now + 60)  # a new minute
     assert len(calls) == 2
     assert live.state_text() == "config only"
+
+
+def test_live_quotas_of_several_regions_show_the_tightest_and_each_region(
+    quotas_server: QuotasServer, session: Session
+) -> None:
+    from monitor.sources.service_quotas_regions import ServiceQuotasRegions
+
+    name = "On-demand model inference tokens per minute for Anthropic Claude 3 Haiku"
+    quotas_server.serve(applied=[Quota("L-8CE99163", name, 12_000)], region="us-east-1")
+    quotas_server.serve(applied=[Quota("L-8CE99163", name, 100_000)], region="eu-central-1")
+    regions = ServiceQuotasRegions(["us-east-1", "eu-central-1"], ServiceQuotasSource)
+    live = LiveQuotas(session, regions, every_s=0)
+
+    async def refresh_all() -> None:
+        await asyncio.gather(*(source.refresh() for source in regions.sources.values()))
+
+    asyncio.run(refresh_all())
+    assert live.state_text() == "ok"
+    now = time.time()
+    if now % 60 > 55:  # the newest complete minute must not turn during the test
+        time.sleep(61 - now % 60)
+        now = time.time()
+    entry = live.model_quotas(now)[HAIKU]
+    east, west = entry.regions["us-east-1"].uses["tpm"], entry.regions["eu-central-1"].uses["tpm"]
+    assert east is not None and west is not None
+    assert (east.limit.limit, west.limit.limit) == (12_000, 100_000)
+    # Limits of two regions never add up: the gauge is the region throttled first.
+    assert entry.uses["tpm"] == east and entry.tightest == east
+    # One region denied: it says so, the other's quotas stay.
+    quotas_server.serve(deny=[APPLIED, DEFAULTS], region="eu-central-1")
+    asyncio.run(refresh_all())
+    assert live.state_text() == "access denied"
+    assert "eu-central-1" in live.state_message()
+    assert live.model_quotas(now + 1)[HAIKU].uses["tpm"] == east
