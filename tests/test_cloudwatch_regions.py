@@ -641,7 +641,7 @@ def test_all_regions_without_credentials_says_so_once(
 async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Path) -> None:
     from monitor.feed import LocalFeed
     from monitor.live import LiveCloudWatch
-    from monitor.ui.app import BedrockTopApp
+    from monitor.ui.app import IDLE_INTERVAL_S, BedrockTopApp
     from monitor.ui.hooks import ScreenExtras
     from monitor.ui.themes import load_themes
 
@@ -663,6 +663,22 @@ async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Pat
             while time.monotonic() < deadline and len(table.rows) < 3:
                 await pilot.pause(0.2)
             assert {row.key for row in table.rows} == {SONNET, HAIKU, f"mantle:{GPT}"}
+
+            def sonnet_calls() -> str:
+                row = next(r for r in table.rows if r.key == SONNET)
+                return row.cells["acct_req"].text
+
+            while time.monotonic() < deadline and sonnet_calls() != "8.0":
+                await pilot.pause(0.2)
+            assert sonnet_calls() == "8.0"  # each region's newest minute: 5 east + 3 west
+            # New data in one region reaches the cached row at the next refresh (with the log
+            # idle, the screen refreshes every IDLE_INTERVAL_S).
+            seed(WEST, SONNET, "Invocations", 2, 13)
+            await group.poll_once()
+            changed = time.monotonic() + IDLE_INTERVAL_S + 10
+            while time.monotonic() < changed and sonnet_calls() != "18":
+                await pilot.pause(0.2)
+            assert sonnet_calls() == "18"
             # g cycles model -> app -> caller -> region (offered with several regions).
             assert app.groupings() == ("model", "app", "caller", "region")
             await pilot.press("g", "g", "g")
@@ -675,7 +691,7 @@ async def test_overview_groups_by_region(seed: Any, moto_url: str, tmp_path: Pat
             assert set(rows) == {EAST, WEST}
             # Each model's newest minute in the region, added up; mantle beside, not added.
             assert rows[EAST].cells["acct_req"].text == "7.0"  # sonnet 5 + haiku 2
-            assert rows[WEST].cells["acct_req"].text == "3.0"
+            assert rows[WEST].cells["acct_req"].text == "13"
             assert rows[WEST].cells["region"].text == "1 models +4.0 mantle"
             await pilot.press("g")  # no linked accounts: back to models
             await pilot.pause(0.3)
