@@ -440,12 +440,14 @@ class HeadlessExport:
         cloudwatch: CloudWatchSource | None,
         apps: AppMetricsSource | None = None,
         quotas: ServiceQuotasSource | None = None,
+        fleet: FleetSource | None = None,
     ) -> None:
         self.session = session
         self.cloudwatch = cloudwatch
         self.apps = apps
         self.quotas = quotas
-        self.board = build_board(session, cloudwatch, apps, quotas)
+        self.fleet = fleet
+        self.board = build_board(session, cloudwatch, apps, quotas, fleet)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_pending = False
         self._last_drain = 0.0
@@ -469,6 +471,9 @@ class HeadlessExport:
             self.apps.run_in_background()
         if self.quotas is not None:
             self.quotas.run_in_background()
+        if self.fleet is not None:
+            await self.fleet.start()
+            self.fleet.run_in_background()
 
     def _wake(self, _new_model: bool) -> None:
         """On the tailer's thread after each batch: one drain pending at a time, at most every
@@ -498,9 +503,10 @@ class HeadlessExport:
         if self.apps is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.apps.stop(), timeout=2)
-        if self.quotas is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.quotas.stop(), timeout=2)
+        for source in (self.quotas, self.fleet):
+            if source is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(source.stop(), timeout=2)
         self._loop = None
 
 
@@ -547,6 +553,27 @@ def quota_source_for(session: Session, args: argparse.Namespace) -> ServiceQuota
     return ServiceQuotasSource(sources.region, sources.profile, sources.endpoint_url)
 
 
+def fleet_source_for(session: Session, args: argparse.Namespace) -> FleetSource | None:
+    """The fleet source (CloudWatch Logs) the session wants (as the live screen builds it), or
+    None."""
+    from monitor.session import fleet_wanted
+
+    if not fleet_wanted(args, session.config)[0]:
+        return None
+    from monitor.sources.fleet import FleetSource
+
+    sources = session.config.sources
+    return FleetSource(
+        sources.region,
+        sources.profile,
+        sources.endpoint_url,
+        log_groups=sources.log_groups,
+        interval_s=sources.fleet_interval_s,
+        live_tail=sources.live_tail,
+        since=session.since,
+    )
+
+
 def listen_address(session: Session) -> ListenAddress | None:
     """Where the configuration (or --prometheus) asks the endpoint to listen, if anywhere."""
     export = session.config.export
@@ -560,7 +587,13 @@ async def run_headless(
 ) -> None:
     """Serve metrics until ``stop`` is set. Raises ExportError when the endpoint cannot start."""
     cloudwatch, apps = cloudwatch_sources_for(session, args)
-    service = HeadlessExport(session, cloudwatch, apps, quota_source_for(session, args))
+    service = HeadlessExport(
+        session,
+        cloudwatch,
+        apps,
+        quota_source_for(session, args),
+        fleet_source_for(session, args),
+    )
     await service.start()
     endpoint = MetricsEndpoint(address, service.take_from_thread)
     try:

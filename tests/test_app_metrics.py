@@ -4,6 +4,7 @@ loopback (moto's server), read back by the BedrockTop source, shown in the repor
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -300,6 +301,11 @@ def test_once_json_has_apps_cloudwatch(
 ) -> None:
     lines = emit_fleet(server, tmp_path / "usage.jsonl")
     ship(cw, lines)
+    # moto cuts GetMetricData's EndTime (the report's clock reading) to the whole second, so a
+    # datapoint from the same second as the report would fall outside it: start the report in
+    # the next second. (Real CloudWatch takes longer than that to make a datapoint readable.)
+    newest = max(json.loads(line)["_aws"]["Timestamp"] for line in lines) / 1000
+    time.sleep(max(0.0, math.floor(newest) + 1.05 - time.time()))
     (tmp_path / "config.toml").write_text("# defaults\n")
     env = dict(
         os.environ,

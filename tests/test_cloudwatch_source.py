@@ -377,7 +377,9 @@ async def test_more_than_500_queries_are_split_across_calls(cw: Any, proxy: Faul
     ]
     for offset in range(0, len(data), 500):
         cw.put_metric_data(Namespace="AWS/Bedrock", MetricData=data[offset : offset + 500])
-    source = make_source(proxy.url)
+    # moto answers a 500-query call by scanning every datapoint per query: seconds on a busy
+    # machine. This test is about splitting, not timeouts: the default read timeout.
+    source = make_source(proxy.url, read_timeout_s=20.0)
     try:
         await source.poll_once(now)
         assert source.state.status == OK, source.state.message

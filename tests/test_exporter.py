@@ -87,7 +87,7 @@ def run_once_json(log: Path, *extra: str) -> dict[str, Any]:
 class Exporter:
     """``bedrock-top export`` in a process of its own, on a free port."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.stderr_path = tmp_path / f"export-{time.monotonic_ns()}.stderr"
         with self.stderr_path.open("wb") as sink:
             self.process = subprocess.Popen(
@@ -96,6 +96,7 @@ class Exporter:
                 stderr=sink,
                 stdin=subprocess.DEVNULL,
                 cwd=tmp_path,
+                env=env,
             )
         self.url = self._wait_for_url()
 

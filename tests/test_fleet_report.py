@@ -240,3 +240,32 @@ def test_bodies_never_appear_in_any_output_report_or_file(
         if path.is_file():
             data = path.read_bytes()
             assert b"hunter2" not in data and b"launch codes" not in data, path
+
+
+def test_export_publishes_the_fleet_as_a_source_of_its_own(
+    moto_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``bedrock-top export`` follows the fleet as the live screen does: its counters carry
+    ``source="fleet"`` and equal the report's fleet totals; the local log's stay apart."""
+    from tests.test_exporter import COUNTER_OF, Exporter, counter
+
+    now = time.time()
+    events = seed(moto_url, now)
+    log = tmp_path / "usage.jsonl"
+    write_lines(log, record(epoch=now - 30, model_id=HAIKU, input_tokens=7))
+    flags = ("--log", str(log), "--no-cloudwatch", "--log-group", GROUP, "--no-quotas")
+    report = json.loads(run(env, "--once", "--json", *flags).stdout)
+    fleet_totals = report["totals"]["fleet"]
+    assert fleet_totals["requests"] == len(events)
+    exporter = Exporter(tmp_path, *flags, "--prometheus", "0", env=env)
+    try:
+        families = exporter.wait_for(
+            lambda f: counter(f, "bedrock_top_requests", source="fleet") == len(events)
+        )
+        for field, name in COUNTER_OF.items():
+            assert counter(families, name, source="fleet") == fleet_totals[field], field
+        assert counter(families, "bedrock_top_requests", source="local") == 1
+        up = {s.labels["source"]: s.value for s in families["bedrock_top_source_up"].samples}
+        assert up["fleet"] == 1 and up["local"] == 1
+    finally:
+        assert exporter.stop() == 0

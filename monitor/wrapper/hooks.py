@@ -612,13 +612,7 @@ class _MeteredEventStream(_Metered):
             return
         try:
             for event in events:
-                if not meter.done:  # kept, and read at the end (or a batch at a time)
-                    held = meter.held
-                    held.append(event)
-                    if meter.ttft_ms is None:
-                        _guarded(meter, meter.note_first_content, event)
-                    if len(held) >= HOLD_EVENTS:
-                        _guarded(meter, meter.read_held)
+                _hold(meter, event)
                 yield event
         except GeneratorExit:
             # The caller left the loop: this iterator is gone, so is the rest of the stream.
@@ -629,6 +623,19 @@ class _MeteredEventStream(_Metered):
             _guarded(meter, meter.on_stream_error, err)
             raise
         _guarded(meter, meter.on_stream_end)
+
+
+def _hold(meter: CallMeter, event: Any) -> None:
+    """One event passing to the caller: kept, and read at the end (or a batch at a time); the
+    first content event sets the time to first token."""
+    if meter.done:
+        return
+    held = meter.held
+    held.append(event)
+    if meter.ttft_ms is None:
+        _guarded(meter, meter.note_first_content, event)
+    if len(held) >= HOLD_EVENTS:
+        _guarded(meter, meter.read_held)
 
 
 class _MeteredAsyncEventStream(_Metered):
@@ -645,13 +652,7 @@ class _MeteredAsyncEventStream(_Metered):
             return
         try:
             async for event in events:
-                if not meter.done:
-                    held = meter.held
-                    held.append(event)
-                    if meter.ttft_ms is None:
-                        _guarded(meter, meter.note_first_content, event)
-                    if len(held) >= HOLD_EVENTS:
-                        _guarded(meter, meter.read_held)
+                _hold(meter, event)
                 yield event
         except GeneratorExit:
             _guarded(meter, meter.abandon)

@@ -17,42 +17,20 @@ import sys
 import threading
 from typing import Final
 
-from monitor.wrapper.writer import record_dropped
+from monitor.wrapper.writer import LineWriter
 
 STDOUT_TARGET: Final = "-"
 
 
-class StdoutWriter:
+class StdoutWriter(LineWriter):
     """Appends complete lines to a descriptor (standard output unless told otherwise)."""
 
     def __init__(self, fd: int = 1) -> None:
+        super().__init__()
         self.fd = fd
         self.path = STDOUT_TARGET
-        # Re-entrant: a stream collected by the garbage collector can finish its record while
-        # this thread is inside a write; that record is written right after, never in between.
-        self._lock = threading.RLock()
-        self._busy = False
-        self._deferred: list[bytes] = []
 
-    def write(self, line: bytes) -> bool:
-        """Write one complete line. Returns False (and counts a drop) if it was not written."""
-        failures: list[str] = []
-        with self._lock:
-            if self._busy:
-                self._deferred.append(line)
-                return True
-            self._busy = True
-            try:
-                ok = self._emit(line, failures)
-                while self._deferred:
-                    self._emit(self._deferred.pop(0), failures)
-            finally:
-                self._busy = False
-        for reason in failures:
-            record_dropped(reason)
-        return ok
-
-    def _emit(self, line: bytes, failures: list[str]) -> bool:
+    def _put(self, line: bytes, failures: list[str]) -> bool:
         stream = sys.stdout
         if stream is not None:
             # The program's buffered output first, so that a record never lands inside it.
@@ -73,11 +51,6 @@ class StdoutWriter:
 
     def close(self) -> None:
         """Nothing to close: the descriptor is the process's own."""
-
-    def _after_fork(self) -> None:
-        self._lock = threading.RLock()
-        self._busy = False
-        self._deferred = []
 
 
 _writer: StdoutWriter | None = None

@@ -82,7 +82,49 @@ def parse_max_bytes(text: str | None) -> int | None:
     return value
 
 
-class UsageLogWriter:
+class LineWriter:
+    """Writes complete lines one at a time, whatever the threads and finalizers calling it.
+
+    Re-entrant because a stream collected by the garbage collector finishes its record wherever
+    collection happens, possibly inside a write of this same thread: that record is written
+    right after the one in progress, never in between. Subclasses say how one line is written
+    (``_put``) and add what they need to ``_after_fork``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._busy = False
+        self._deferred: list[bytes] = []
+
+    def write(self, line: bytes) -> bool:
+        """Write one complete line. Returns False (and counts a drop) if it was not written."""
+        failures: list[str] = []
+        with self._lock:
+            if self._busy:
+                # Re-entered from a finalizer mid-write: the outer call writes it next.
+                self._deferred.append(line)
+                return True
+            self._busy = True
+            try:
+                ok = self._put(line, failures)
+                while self._deferred:
+                    self._put(self._deferred.pop(0), failures)
+            finally:
+                self._busy = False
+        for reason in failures:
+            record_dropped(reason)
+        return ok
+
+    def _put(self, line: bytes, failures: list[str]) -> bool:
+        raise NotImplementedError
+
+    def _after_fork(self) -> None:
+        # A lock held by another thread at fork time would never be released in the child.
+        self._lock = threading.RLock()
+        self._busy = False
+        self._deferred = []
+
+
+class UsageLogWriter(LineWriter):
     """One log file, appended to by any number of threads of this process.
 
     The descriptor is reopened when the path no longer names the file it refers to (the log was
@@ -96,37 +138,14 @@ class UsageLogWriter:
     identity_check_s: float = IDENTITY_CHECK_S
 
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
+        super().__init__()
         self.path = path
         self.max_bytes = max_bytes
-        # Re-entrant because a stream collected by the garbage collector finishes its record
-        # wherever collection happens, possibly inside a write of this same thread.
-        self._lock = threading.RLock()
-        self._busy = False
-        self._deferred: list[bytes] = []
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._check_due = 0.0
 
-    def write(self, line: bytes) -> bool:
-        """Append one complete line. Returns False (and counts a drop) if it was not written."""
-        failures: list[str] = []
-        with self._lock:
-            if self._busy:
-                # Re-entered from a finalizer mid-write: the outer call writes it next.
-                self._deferred.append(line)
-                return True
-            self._busy = True
-            try:
-                ok = self._append(line, failures)
-                while self._deferred:
-                    self._append(self._deferred.pop(0), failures)
-            finally:
-                self._busy = False
-        for reason in failures:
-            record_dropped(reason)
-        return ok
-
-    def _append(self, line: bytes, failures: list[str]) -> bool:
+    def _put(self, line: bytes, failures: list[str]) -> bool:
         try:
             fd = self._fd
             if fd is None or time.monotonic() >= self._check_due:
@@ -187,11 +206,6 @@ class UsageLogWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd, self._identity = None, None
-
-    def _after_fork(self) -> None:
-        # A lock held by another thread at fork time would never be released in the child.
-        self._lock = threading.RLock()
-        self._busy = False
 
 
 _writers: dict[Path, UsageLogWriter] = {}
