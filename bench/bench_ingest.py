@@ -356,6 +356,9 @@ def bench_live_start(log: Path, repeat: int) -> None:
     firsts: list[float] = []
     completes: list[float] = []
     minimal: list[float] = []
+    # A session that outlives the measured ones: the server would exit with its last session,
+    # and the next new-session could reach it while it shuts down.
+    subprocess.run([*TMUX, "new-session", "-d", "-s", "keep", "sleep 3600"], check=True)
     for _ in range(repeat):
         first, complete = first_frame(
             f"{sys.executable} -m monitor --no-cloudwatch --log {log}",
