@@ -131,7 +131,7 @@ class LocalFeed:
         ranges = self.tailer.open_for_catch_up(recent_epoch=self.clock() - recent_s)
         older = [Part(part, part.start, part.recent) for part in ranges if part.recent > part.start]
         if sum(part.size for part in older) >= history_min_bytes:
-            self.history = self._side_reader(older)
+            self.history = self._side_reader(older, background=True)
             if self.history is not None:
                 for part in older:
                     self.tailer.skip_to(part.range.identity, part.end)
@@ -159,7 +159,7 @@ class LocalFeed:
         self.store.stop_keeping_head()
         return True
 
-    def _side_reader(self, parts: list[Part]) -> SideReader | None:
+    def _side_reader(self, parts: list[Part], background: bool = False) -> SideReader | None:
         try:
             return SideReader(
                 parts,
@@ -167,6 +167,7 @@ class LocalFeed:
                 group_by=self.store.group_by,
                 now=self.clock(),
                 group_dimensions=self.groups.dimensions,
+                background=background,
             )
         except (OSError, ValueError, RuntimeError):
             return None  # no second process here: this one reads everything

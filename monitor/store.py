@@ -420,11 +420,23 @@ def _bin_edges() -> list[float]:
         # that bracket holds, else everything above the last edge.
         near = _GAMMA**key
         high = top
-        narrow_low, narrow_high = as_bits(near * (1 - 1e-9)), as_bits(near * (1 + 1e-9))
-        if narrow_low > low and sketch_key(as_float(narrow_low)) <= key:
-            low = narrow_low
-        if sketch_key(as_float(narrow_high)) > key:
-            high = narrow_high
+        # The narrowest bracket that holds, so that the bisection takes few steps (this runs
+        # at every start).
+        for margin in (1e-14, 1e-12, 1e-9):
+            narrow_low, narrow_high = as_bits(near * (1 - margin)), as_bits(near * (1 + margin))
+            if (
+                narrow_low > low
+                and sketch_key(as_float(narrow_low)) <= key
+                and sketch_key(as_float(narrow_high)) > key
+            ):
+                low, high = narrow_low, narrow_high
+                break
+        else:
+            narrow_low, narrow_high = as_bits(near * (1 - 1e-9)), as_bits(near * (1 + 1e-9))
+            if narrow_low > low and sketch_key(as_float(narrow_low)) <= key:
+                low = narrow_low
+            if sketch_key(as_float(narrow_high)) > key:
+                high = narrow_high
         # invariant: sketch_key(as_float(low)) <= key < sketch_key(as_float(high))
         while high - low > 1:
             middle = (low + high) // 2

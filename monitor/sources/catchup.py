@@ -28,6 +28,9 @@ from monitor.store import Store
 # Below this much to read, a second process costs more than it saves (starting it and moving
 # its store back take tens of milliseconds).
 SPLIT_MIN_BYTES = 48 * 1024 * 1024
+# The history behind the live screen runs this much nicer than the screen: on an idle core it
+# reads as fast as ever; on a busy machine the screen (and everything else) comes first.
+BACKGROUND_NICENESS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,10 @@ class SideReader:
         now: float,
         method: str | None = None,
         group_dimensions: Sequence[str] = ("app", "caller"),
+        background: bool = False,
     ) -> None:
+        """``background``: the reader yields the CPU to everything else (the live screen's
+        history, which must not slow the screen in front of it on a busy machine)."""
         self.parts = list(parts)
         self.bytes_total = sum(part.size for part in self.parts)
         # fork is the cheapest start, but only safe while this process has a single thread.
@@ -101,6 +107,7 @@ class SideReader:
                 sender,
                 self._bytes,
                 self._records,
+                background,
             ),
             name="bedrock-top-history",
             daemon=True,
@@ -172,8 +179,11 @@ def _read_parts(
     sender: Connection,
     bytes_done: Any,
     records_done: Any,
+    background: bool = False,
 ) -> None:
     try:
+        if background:
+            os.nice(BACKGROUND_NICENESS)
         store = Store(since=since, group_by=group_by)
         groups = GroupIndex(group_dimensions, since=since)
 
