@@ -96,6 +96,8 @@ class BedrockTopApp(App[int]):
         self._requested_theme = theme
         self._tick_timer: Timer | None = None
         self._tick_delay = 0.0
+        self._watch_timer: Timer | None = None
+        self._sources_seen: tuple[object, ...] = ()
         self._quick_pending = False
         self._last_quick = 0.0
         self._wake_context: contextvars.Context | None = None
@@ -301,6 +303,59 @@ class BedrockTopApp(App[int]):
         # While the history is read behind the screen, its progress moves every refresh.
         idle = (last is None or now - last > IDLE_AFTER_S) and self.feed.history is None
         self._arm_tick(max(self.interval, IDLE_INTERVAL_S) if idle else self.interval)
+        if idle:
+            self._sources_seen = self._sources_mark()
+            self._arm_watch()
+
+    def _sources_mark(self) -> tuple[object, ...]:
+        """What the AWS sources have brought so far: their data versions and states. Reading
+        it costs a few attribute reads, so that the slowed idle refresh still shows a poll's
+        new data (or a source failing) within one refresh interval."""
+        extras = self.extras
+        mark: list[object] = []
+        for view in (extras.cloudwatch, extras.apps_cloudwatch, extras.fleet, extras.billing):
+            if view is not None:
+                mark.append(view.version)
+        if extras.cloudwatch is not None:
+            state = extras.cloudwatch.cloudwatch_state()
+            mark += [state.state, state.last_good_epoch]
+        if extras.apps_cloudwatch is not None:
+            mark.append(extras.apps_cloudwatch.apps_state().state)
+        if extras.fleet is not None:
+            fleet_state = extras.fleet.fleet_state()
+            mark += [fleet_state.state, fleet_state.last_good_epoch]
+        if extras.quotas is not None:
+            mark.append(extras.quotas.state_text())
+        if extras.billing is not None:
+            mark.append(extras.billing.billing_state().state)
+        return tuple(mark)
+
+    def _arm_watch(self) -> None:
+        if self._watch_timer is not None:
+            self._watch_timer.stop()
+        self._watch_timer = None
+        extras = self.extras
+        if any(
+            view is not None
+            for view in (
+                extras.cloudwatch,
+                extras.apps_cloudwatch,
+                extras.fleet,
+                extras.quotas,
+                extras.billing,
+            )
+        ):
+            self._watch_timer = self.set_timer(self.interval, self._watch_sources, name="watch")
+
+    def _watch_sources(self) -> None:
+        """While the refresh is slowed for idleness: refresh at once when a source moved."""
+        self._watch_timer = None
+        if self._tick_delay <= self.interval:
+            return  # refreshing at the normal pace again
+        if self._sources_mark() != self._sources_seen:
+            self._arm_tick(0)
+        else:
+            self._arm_watch()
 
     def _sound_alarms(self, now: float) -> None:
         """A budget or quota that crossed a threshold rings the bell once and says so, paused
