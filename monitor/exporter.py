@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from monitor.metrics import (
@@ -29,6 +29,7 @@ from monitor.metrics import (
     MetricsBoard,
     MetricsSnapshot,
     ModelLabels,
+    UsageReader,
     UsageSample,
     app_metrics_usage,
     cloudwatch_usage,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from monitor.session import Session
     from monitor.sources.app_metrics import AppMetricsSource
     from monitor.sources.cloudwatch import CloudWatchSource
+    from monitor.sources.cloudwatch_regions import CloudWatchRegions, Scope
     from monitor.sources.fleet import FleetSource
     from monitor.sources.fleet_regions import FleetRegions
     from monitor.sources.service_quotas import ServiceQuotasSource
@@ -200,7 +202,7 @@ def _bound(seconds: float) -> str:
 
 def build_board(
     session: Session,
-    cloudwatch: CloudWatchSource | None,
+    cloudwatch: CloudWatchSource | CloudWatchRegions | None,
     apps: AppMetricsSource | None = None,
     quotas: ServiceQuotasSource | None = None,
     fleet: FleetSource | FleetRegions | None = None,
@@ -218,6 +220,17 @@ def build_board(
         store_usage(session.feed.store, "local", cost, ModelLabels()),
         lambda: log_health("local", session.feed.tailer.snapshot()),
     )
+    from monitor.sources.cloudwatch_regions import CloudWatchRegions
+
+    if isinstance(cloudwatch, CloudWatchRegions):
+        if cloudwatch.multi_region or cloudwatch.linked_accounts:
+            board.add_sources(
+                regional_usage(cloudwatch, session.since, cost), regional_health(cloudwatch)
+            )
+            cloudwatch = None
+        else:
+            # One region, one account: the same series, named as they always were.
+            cloudwatch = next(iter(cloudwatch.runtime_sources()), None)
     if cloudwatch is not None:
         board.add_source(
             cloudwatch_usage(
@@ -314,6 +327,65 @@ def build_board(
     return board
 
 
+def regional_usage(
+    regions: CloudWatchRegions, since: float, cost: Callable[[str, Any], float | None]
+) -> UsageReader:
+    """Every region's (and linked account's) ``AWS/Bedrock`` series, each labelled with its
+    ``region`` (and ``account``): series of one source that add up, never merged into one here
+    so that a region's restart or revision stays its own. Regions found later join at the next
+    scrape."""
+    from monitor.sources.cloudwatch import BEDROCK
+
+    readers: dict[Scope, UsageReader] = {}
+    names = ModelLabels()
+
+    def read() -> list[UsageSample]:
+        samples = []
+        for scope, source in list(regions.sources.items()):
+            if scope.namespace is not BEDROCK:
+                continue
+            reader = readers.get(scope)
+            if reader is None:
+                reader = readers[scope] = cloudwatch_usage(
+                    source.store,
+                    since,
+                    _last_good_poll(source),
+                    source.schedule.revise_s + 60,
+                    cost,
+                    names,
+                )
+            where: tuple[tuple[str, str], ...] = (("region", scope.region or source.region or ""),)
+            if scope.account_id:
+                where += (("account", scope.account_id),)
+            samples += [replace(sample, labels=sample.labels + where) for sample in reader()]
+        return samples
+
+    return read
+
+
+def _last_good_poll(source: CloudWatchSource) -> Callable[[], float | None]:
+    return lambda: source.state.last_good_poll
+
+
+def regional_health(regions: CloudWatchRegions) -> Callable[[], list[SourceHealth]]:
+    """Each region's (and account's) ``AWS/Bedrock`` source as ``cloudwatch:<region>``
+    (``cloudwatch:<region>:<account>``)."""
+    from monitor.sources.cloudwatch import BEDROCK
+
+    def read() -> list[SourceHealth]:
+        healths = []
+        for scope, source in list(regions.sources.items()):
+            if scope.namespace is not BEDROCK:
+                continue
+            name = f"cloudwatch:{scope.region or source.region or ''}"
+            if scope.account_id:
+                name += f":{scope.account_id}"
+            healths.append(replace(cloudwatch_health(source), name=name))
+        return healths
+
+    return read
+
+
 def cloudwatch_health(source: CloudWatchSource) -> SourceHealth:
     state = source.state
     return SourceHealth(
@@ -403,7 +475,7 @@ class MetricsEndpoint:
 
 def screen_endpoint(
     session: Session,
-    cloudwatch: CloudWatchSource | None,
+    cloudwatch: CloudWatchSource | CloudWatchRegions | None,
     address: ListenAddress,
     loop: Callable[[], asyncio.AbstractEventLoop | None],
     apps: AppMetricsSource | None = None,
@@ -438,7 +510,7 @@ class HeadlessExport:
     def __init__(
         self,
         session: Session,
-        cloudwatch: CloudWatchSource | None,
+        cloudwatch: CloudWatchSource | CloudWatchRegions | None,
         apps: AppMetricsSource | None = None,
         quotas: ServiceQuotasSource | None = None,
         fleet: FleetSource | FleetRegions | None = None,
@@ -513,9 +585,10 @@ class HeadlessExport:
 
 def cloudwatch_sources_for(
     session: Session, args: argparse.Namespace
-) -> tuple[CloudWatchSource | None, AppMetricsSource | None]:
-    """The CloudWatch pollers the session wants (``AWS/Bedrock`` and the ``BedrockTop``
-    namespace, as the live screen builds them), or None for each."""
+) -> tuple[CloudWatchRegions | None, AppMetricsSource | None]:
+    """The CloudWatch pollers the session wants, for the live screen and ``export`` alike:
+    ``AWS/Bedrock`` (and bedrock-mantle) in every region polled, and the ``BedrockTop``
+    namespace; or None for each. The session's budgets and quotas read their stores."""
     from monitor.session import cloudwatch_wanted
 
     enabled, _why = cloudwatch_wanted(args, session.config)
@@ -523,23 +596,34 @@ def cloudwatch_sources_for(
         return None, None
     from monitor.sources.app_metrics import AppMetricsSource
     from monitor.sources.aws import AwsTarget
-    from monitor.sources.cloudwatch import CloudWatchSource
+    from monitor.sources.cloudwatch_regions import CloudWatchRegions
 
-    config = session.config
-    source = CloudWatchSource(
-        region=config.sources.region,
-        profile=config.sources.profile,
-        endpoint_url=config.sources.endpoint_url,
-        interval_s=config.sources.interval_s,
-        models_from_config=config.models,
-        period_starts=session.budget_period_starts,
+    sources = session.config.sources
+    regions = CloudWatchRegions(
+        list(sources.regions) or [None],
+        all_regions=sources.all_regions,
+        mantle=sources.mantle,
+        linked_accounts=sources.linked_accounts,
+        profile=sources.profile,
+        endpoint_url=sources.endpoint_url,
+        interval_s=sources.interval_s,
+        models_from_config=session.config.models,
+        period_starts=session.alarm_period_starts,
     )
-    session.cloudwatch_store = source.store
+    # Regions and accounts found later bring stores of their own: budgets and quotas ask
+    # each time.
+    session.cloudwatch_stores_of = regions.stores
+    session.cloudwatch_region_stores_of = regions.region_stores
+    # Quotas are per region: they read the first region's figures.
+    first = regions.stores()
+    session.cloudwatch_store = first[0] if first else None
+    # The BedrockTop namespace is read in the first region polled.
+    apps_region = sources.regions[0] if sources.regions else None
     apps = AppMetricsSource(
-        AwsTarget(config.sources.region, config.sources.profile, config.sources.endpoint_url),
-        interval_s=config.sources.app_metrics_interval_s,
+        AwsTarget(apps_region, sources.profile, sources.endpoint_url),
+        interval_s=sources.app_metrics_interval_s,
     )
-    return source, apps
+    return regions, apps
 
 
 def quota_source_for(session: Session, args: argparse.Namespace) -> ServiceQuotasSource | None:

@@ -94,6 +94,8 @@ class MetricsSnapshot:
 UsageReader = Callable[[], Iterable[UsageSample]]
 GaugeReader = Callable[[], Iterable[GaugeSample]]
 HealthReader = Callable[[], SourceHealth]
+# A source made of several (one per region polled), whose number can grow while it runs.
+HealthsReader = Callable[[], Sequence[SourceHealth]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class MetricsBoard:
     _usage: list[UsageReader] = field(default_factory=list)
     _gauges: list[_Gauge] = field(default_factory=list)
     _health: list[HealthReader] = field(default_factory=list)
+    _healths: list[HealthsReader] = field(default_factory=list)
 
     def add_usage(self, read: UsageReader) -> None:
         """A usage source: its samples carry their own ``source`` label."""
@@ -124,6 +127,12 @@ class MetricsBoard:
             self._usage.append(usage)
         self._health.append(health)
 
+    def add_sources(self, usage: UsageReader, healths: HealthsReader) -> None:
+        """Sources read as one (one per region polled): their usage, and their healths, each
+        named apart (e.g. ``cloudwatch:eu-central-1``)."""
+        self._usage.append(usage)
+        self._healths.append(healths)
+
     def add_gauge(
         self, name: str, documentation: str, label_names: Sequence[str], read: GaugeReader
     ) -> None:
@@ -135,8 +144,9 @@ class MetricsBoard:
             GaugeFamily(g.name, g.documentation, g.label_names, tuple(g.read()))
             for g in self._gauges
         ]
-        if self._health:
+        if self._health or self._healths:
             states = [read() for read in self._health]
+            states += [health for read in self._healths for health in read()]
             gauges.append(
                 GaugeFamily(
                     "source_up",

@@ -145,6 +145,45 @@ def once_json(args: list[str]) -> dict[str, Any]:
     return report
 
 
+def test_export_publishes_every_region_with_a_region_label(
+    seed: Any, moto_url: str, tmp_path: Path
+) -> None:
+    """``bedrock-top export`` with two regions: each region's AWS/Bedrock counters carry its
+    ``region`` label and equal that region's seeded sums; each region has its own up gauge."""
+    from tests.test_exporter import Exporter, counter
+
+    expected = seed_two_regions(seed)
+    flags = ["--endpoint-url", moto_url, "--region", f"{EAST},{WEST}", "--no-quotas"]
+    flags += ["--no-fleet", "--log", str(tmp_path / "none.jsonl")]
+    exporter = Exporter(tmp_path, *flags, "--prometheus", "0", env={**os.environ})
+    requests = "bedrock_top_requests"
+
+    def polled(families: dict[str, Any]) -> bool:
+        up = families.get("bedrock_top_source_up")
+        ups = {s.labels["source"]: s.value for s in up.samples} if up else {}
+        return all(
+            ups.get(f"cloudwatch:{region}") == 1
+            and counter(families, requests, source="cloudwatch", region=region)
+            == sum(models[m]["Invocations"] for m in models)
+            for region, models in expected.items()
+        )
+
+    try:
+        families = exporter.wait_for(polled, timeout=60)
+        for region, models in expected.items():
+            for model, sums in models.items():
+                labels = {"source": "cloudwatch", "region": region, "model_id": model}
+                assert counter(families, requests, **labels) == sums["Invocations"]
+                tokens = counter(families, "bedrock_top_input_tokens", **labels)
+                assert tokens == sums["InputTokenCount"]
+        assert counter(families, requests, source="cloudwatch", region=WEST, model_id=HAIKU) == 0
+        up = {s.labels["source"]: s.value for s in families["bedrock_top_source_up"].samples}
+        assert up[f"cloudwatch:{EAST}"] == 1 and up[f"cloudwatch:{WEST}"] == 1
+        assert "cloudwatch" not in up  # no series of the regions merged into one
+    finally:
+        assert exporter.stop() == 0
+
+
 # -- parsing -------------------------------------------------------------------------------------
 
 

@@ -639,7 +639,6 @@ def run_app(args: argparse.Namespace) -> int:
     from monitor.live import live_extras
     from monitor.session import (
         SessionError,
-        cloudwatch_wanted,
         fleet_wanted,
         open_session,
         quotas_wanted,
@@ -663,37 +662,9 @@ def run_app(args: argparse.Namespace) -> int:
         # The newest minutes now, for a first frame at once; the history behind it.
         session.feed.catch_up_recent(RECENT_FIRST_S)
         config = session.config
-        source = apps_source = None
-        enabled, _why = cloudwatch_wanted(args, config)
-        if enabled:
-            from monitor.sources.app_metrics import AppMetricsSource
-            from monitor.sources.aws import AwsTarget
-            from monitor.sources.cloudwatch_regions import CloudWatchRegions
+        from monitor.exporter import cloudwatch_sources_for
 
-            source = CloudWatchRegions(
-                list(config.sources.regions) or [None],
-                all_regions=config.sources.all_regions,
-                mantle=config.sources.mantle,
-                linked_accounts=config.sources.linked_accounts,
-                profile=config.sources.profile,
-                endpoint_url=config.sources.endpoint_url,
-                interval_s=config.sources.interval_s,
-                models_from_config=config.models,
-                period_starts=session.alarm_period_starts,
-            )
-            # Regions and accounts found later bring stores of their own: budgets and quotas ask
-            # each time.
-            session.cloudwatch_stores_of = source.stores
-            session.cloudwatch_region_stores_of = source.region_stores
-            # Quotas are per region: they read the first region's figures.
-            first = source.stores()
-            session.cloudwatch_store = first[0] if first else None
-            # The BedrockTop namespace is read in the first region polled.
-            apps_region = config.sources.regions[0] if config.sources.regions else None
-            apps_source = AppMetricsSource(
-                AwsTarget(apps_region, config.sources.profile, config.sources.endpoint_url),
-                interval_s=config.sources.app_metrics_interval_s,
-            )
+        source, apps_source = cloudwatch_sources_for(session, args)
         quota_source = None
         if quotas_wanted(args, config)[0]:
             from monitor.sources.service_quotas import ServiceQuotasSource
@@ -742,11 +713,10 @@ def run_app(args: argparse.Namespace) -> int:
         address = listen_address(session)
         if address is not None:
             # Textual's own event loop owns the store; scrapes are answered on it.
-            # The metrics endpoint publishes the first region's AWS/Bedrock source and quotas.
-            first_region = next(iter(source.runtime_sources()), None) if source else None
+            # Every region's AWS/Bedrock series; the first region's quotas.
             first_quotas = next(iter(quota_source.sources.values()), None) if quota_source else None
             endpoint = screen_endpoint(
-                session, first_region, address, lambda: app._loop, apps_source, first_quotas, fleet
+                session, source, address, lambda: app._loop, apps_source, first_quotas, fleet
             )
             try:
                 announce(endpoint.start())
