@@ -67,6 +67,7 @@ OVERLAP_S: Final = 120.0
 LIVE_BACKFILL_S: Final = 300.0
 # Sessions end after 3 hours; reopened a little before.
 LIVE_SESSION_S: Final = 3 * 3600.0 - 300.0
+STOP_WAIT_S: Final = 5.0  # how long stop() waits for its cancelled tasks
 LIVE_REOPEN_MIN_S: Final = 10.0  # a session that ends at once is not reopened in a loop
 LIVE_TAIL_USD_PER_MINUTE: Final = 0.01  # after the free minutes; unconfirmed
 DISCOVERY_EVERY_S: Final = 600.0
@@ -199,11 +200,15 @@ class FleetSource:
             self._fail(classify_error(exc, SERVICE, PERMISSIONS))
 
     async def stop(self) -> None:
-        for task in (self._task, self._tail_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        tasks = [task for task in (self._task, self._tail_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a task that does not end when cancelled must not keep the program open.
+            done, _pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: its failure was already the state
         self._task = self._tail_task = None
         self._close_tail_clock()
         await self._close_clients()
@@ -228,8 +233,11 @@ class FleetSource:
         while True:
             await self.poll_once()
             self._sync_tail()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._backfill.wait(), timeout=self.next_delay())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+            # comes as the event is set, and stop() would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.next_delay()):
+                    await self._backfill.wait()
             self._backfill.clear()
 
     def set_live_tail(self, on: bool) -> None:
@@ -511,7 +519,8 @@ class FleetSource:
         while self.live_tail:
             opened = time.monotonic()
             try:
-                await asyncio.wait_for(self._tail_session(), timeout=LIVE_SESSION_S)
+                async with asyncio.timeout(LIVE_SESSION_S):  # never loses a cancellation
+                    await self._tail_session()
                 self._tail_note = "live tail session ended; reopening"
             except TimeoutError:
                 self._tail_note = "live tail reopened before its 3-hour end"
