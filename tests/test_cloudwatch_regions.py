@@ -851,3 +851,26 @@ async def test_the_fleet_reads_each_regions_logging_group_into_one_store(
         assert fleet.store.since_tally().requests == 10
     finally:
         await fleet.stop()
+
+
+async def test_logging_off_in_two_regions_names_each_region_once(
+    moto_url: str, aws_env: None
+) -> None:
+    from monitor.sources.aws import DISABLED
+    from monitor.sources.fleet_regions import FleetRegions
+
+    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
+    conn.request("POST", "/moto-api/reset")
+    assert conn.getresponse().status == 200
+    conn.close()
+    now = time.time()
+    fleet = FleetRegions([EAST, WEST], endpoint_url=moto_url, since=now - 3600, clock=lambda: now)
+    try:
+        await fleet.poll_once(now)
+        health = fleet.health()
+        assert health.status == DISABLED, health.message
+        for region in (EAST, WEST):
+            assert health.message.count(region) == 1, health.message
+            assert f"logging is off in {region}" in health.message
+    finally:
+        await fleet.stop()

@@ -128,7 +128,7 @@ class FleetRegions:
         return SourceHealth(
             name="fleet",
             status=status,
-            message="; ".join(f"{h.region}: {h.message}" for h in worst if h.message),
+            message="; ".join(_in_region(h) for h in worst if h.message),
             region=self.region,
             last_good=min(goods) if len(goods) == len(healths) else None,
             stale_since=min(
@@ -227,3 +227,11 @@ def fleet_regions_report(
 
 
 __all__ = ["FleetRegions", "fleet_regions_report"]
+
+
+def _in_region(health: SourceHealth) -> str:
+    """A region's message, prefixed with its region unless the message names it already."""
+    region = health.region or ""
+    if region and region in health.message:
+        return health.message
+    return f"{region}: {health.message}" if region else health.message
