@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 
 
 class MotoServer:
@@ -59,6 +60,25 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def moto_url_of_module() -> Iterator[str]:
+    """The body of a module's ``moto_url`` fixture: a server process of the module's own, its
+    URL, and the process stopped after the module's last test."""
+    server = MotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset_moto(url: str) -> None:
+    """Forget everything seeded so far (moto's own reset endpoint), so a test starts clean."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
 
 
 def _free_port(host: str) -> int:

@@ -25,7 +25,7 @@ from monitor.billing import UNMATCHED, UsageTypeMap, summarize
 from monitor.sources.aws import ACCESS_DENIED, NO_CREDENTIALS, OK, AwsTarget
 from monitor.sources.billing import CACHE_VERSION, BillingSource, month_range, read_cache
 from tests.conftest import record, write_lines
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module
 
 ROOT = Path(__file__).resolve().parents[1]
 HAIKU3 = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -36,11 +36,7 @@ NOW = datetime(2026, 12, 3, 9, 30, tzinfo=UTC).timestamp()
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.sources.aws import ERROR, OK, STALE
 from monitor.sources.cloudwatch import MANTLE_NAMESPACE, NAMESPACE, Schedule
@@ -33,6 +32,7 @@ from monitor.sources.cloudwatch_regions import (
     parse_regions,
     regions_report,
 )
+from tests.moto_process import moto_url_of_module, reset_moto
 
 REPO = Path(__file__).resolve().parent.parent
 EAST, WEST, EMPTY = "us-east-1", "eu-west-1", "ap-southeast-2"
@@ -44,11 +44,7 @@ FAST = Schedule(revise_s=600, backfill_s=3600, percentile_retry_s=900)
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.fixture
@@ -65,10 +61,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def seed(moto_url: str, aws_env: None) -> Any:
     """Reset moto, then return ``put(region, namespace, model, metric, minutes_ago, value)``."""
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     clients: dict[str, Any] = {}
     now = time.time()
 
@@ -805,10 +798,7 @@ async def test_the_fleet_reads_each_regions_logging_group_into_one_store(
     from monitor.sources.fleet_regions import FleetRegions
     from tests.fleet_events import invocation_event, message, put_events, turn_on_invocation_logging
 
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     logs = {r: boto3.client("logs", endpoint_url=moto_url, region_name=r) for r in (EAST, WEST)}
     groups = {EAST: "/bedrock/east", WEST: "/bedrock/west"}
     for region, group in groups.items():
@@ -859,10 +849,7 @@ async def test_logging_off_in_two_regions_names_each_region_once(
     from monitor.sources.aws import DISABLED
     from monitor.sources.fleet_regions import FleetRegions
 
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     now = time.time()
     fleet = FleetRegions([EAST, WEST], endpoint_url=moto_url, since=now - 3600, clock=lambda: now)
     try:

@@ -37,7 +37,7 @@ from monitor.sources.cloudwatch import (
     Schedule,
     cloudwatch_report,
 )
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module, reset_moto
 
 MODELS = [
     "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -53,11 +53,7 @@ FAST = Schedule(revise_s=600, backfill_s=3600, percentile_retry_s=900)
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.fixture
@@ -76,11 +72,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def cw(moto_url: str, aws_env: None) -> Any:
     """A boto3 client to seed moto; moto's state is reset for every test."""
-    host_port = moto_url.removeprefix("http://")
-    conn = http.client.HTTPConnection(host_port, timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     return boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
 
 

@@ -5,7 +5,6 @@ appear anywhere."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -30,7 +29,7 @@ from tests.fleet_events import (
     put_events,
     turn_on_invocation_logging,
 )
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module, reset_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -39,11 +38,7 @@ NOVA = "amazon.nova-lite-v1:0"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.fixture
@@ -52,10 +47,7 @@ def env(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[
     files. The tests' own seeding clients get the same credentials."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     values = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",

@@ -3,7 +3,6 @@ drill-down of a caller; and the real program in tmux against moto's CloudWatch L
 
 from __future__ import annotations
 
-import http.client
 import shlex
 import shutil
 import sys
@@ -21,7 +20,7 @@ from monitor.ui.hooks import ScreenExtras
 from monitor.ui.screens import GroupScreen, OverviewScreen
 from monitor.ui.widgets import TextPanel
 from tests.fleet_events import GROUP, assumed_role, invocation_event, message, put_events
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module
 from tests.test_tmux import Tmux
 
 NOW = 1_796_000_000.0
@@ -129,15 +128,7 @@ async def test_fleet_view_grouped_by_caller_and_a_callers_models(
 
 @pytest.fixture
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    conn = http.client.HTTPConnection(f"{host}:{port}", timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    conn.getresponse().read()
-    yield url
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

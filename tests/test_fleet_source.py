@@ -28,16 +28,12 @@ from tests.fleet_events import (
     shipped_record,
     turn_on_invocation_logging,
 )
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module, reset_moto
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 @pytest.fixture
@@ -50,10 +46,7 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     return {
         "logs": boto3.client("logs", endpoint_url=moto_url, region_name="us-east-1"),
         "bedrock": boto3.client("bedrock", endpoint_url=moto_url, region_name="us-east-1"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from monitor.sources.cloudwatch import CloudWatchSource
 from monitor.ui.app import BedrockTopApp
 from monitor.ui.themes import load_themes
 from tests.conftest import record, write_lines
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module, reset_moto
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 M = 1_000_000
@@ -136,11 +135,7 @@ async def test_edit_dialog_saves_a_limit_that_loads_back(
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 async def test_cloudwatch_live_on_screen_beside_the_log(
@@ -148,9 +143,7 @@ async def test_cloudwatch_live_on_screen_beside_the_log(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    # moto keeps one in-memory account per process, shared by every server: start clean.
-    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
+    reset_moto(moto_url)  # the module's other tests seeded this server too
     now = time.time()
     cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
     import datetime as dt

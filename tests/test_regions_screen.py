@@ -4,7 +4,6 @@ the header, a region column, and bedrock-mantle traffic in rows of its own."""
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import shlex
 import subprocess
 import sys
@@ -15,10 +14,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitor.records import to_json_line
 from tests.conftest import record
+from tests.moto_process import moto_url_of_module
 from tests.test_tmux import ROOT, needs_tmux
 
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -77,15 +76,8 @@ class PrivateTmux:
 
 @pytest.fixture
 def moto_two_regions() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # moto's backends live in the process: another test's data would show up here otherwise.
-    conn = http.client.HTTPConnection(f"{host}:{port}", timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    server = moto_url_of_module()
+    url = next(server)
     now = time.time()
     minute = dt.datetime.fromtimestamp((int(now // 60) - 3) * 60 + 10, tz=dt.UTC)
 
@@ -113,7 +105,7 @@ def moto_two_regions() -> Iterator[str]:
     try:
         yield url
     finally:
-        server.stop()
+        server.close()  # stops the server process
 
 
 @needs_tmux

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import http.client
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from monitor.records import to_json_line
 from monitor.sources.aws import ACCESS_DENIED, ERROR, OK, AwsConnection, AwsTarget
 from monitor.sources.service_quotas import ServiceQuotasSource
 from tests.conftest import record
-from tests.moto_process import MotoServer
+from tests.moto_process import moto_url_of_module, reset_moto
 from tests.quotas_server import APPLIED, DEFAULTS, Quota, QuotasServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,18 +182,11 @@ def test_endpoints_from_the_aws_config_file_and_the_flag(
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_url_of_module()
 
 
 def _reset(moto_url: str) -> Any:
-    conn = http.client.HTTPConnection(moto_url.removeprefix("http://"), timeout=10)
-    conn.request("POST", "/moto-api/reset")
-    assert conn.getresponse().status == 200
-    conn.close()
+    reset_moto(moto_url)
     return boto3.client(
         "cloudwatch",
         endpoint_url=moto_url,
