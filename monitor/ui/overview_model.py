@@ -303,27 +303,9 @@ def model_row(
     rates = window_rates(store, model_id, now)
     latency = sparks.latency(store, model_id, now)
     errors, throttles = recent_failures(store, model_id, now)
-    cells = {
-        "model": Cell(model_id),
-        "req": Cell(_rate(rates.requests_per_min), "" if rates.requests_per_min else "dim"),
-        "in": Cell(_rate(rates.input_tokens_per_s)),
-        "out": Cell(_rate(rates.output_tokens_per_s)),
-        "p50": Cell(format_ms(latency.p50)),
-        "p99": Cell(format_ms(latency.p99)),
-        "err": Cell(str(errors), "error" if errors else "dim"),
-        "thr": Cell(str(throttles), "warn" if throttles else "dim"),
-        "trend": Cell(sparkline(sparks.values(store, model_id, now)), "spark"),
-    }
-    sort_values: dict[str, float | str] = {
-        "model": model_id,
-        "req": rates.requests_per_min,
-        "in": rates.input_tokens_per_s,
-        "out": rates.output_tokens_per_s,
-        "p50": latency.p50 if latency.p50 is not None else -1.0,
-        "p99": latency.p99 if latency.p99 is not None else -1.0,
-        "err": errors,
-        "thr": throttles,
-    }
+    cells, sort_values = _usage_columns(
+        model_id, rates, latency, errors, throttles, sparks.values(store, model_id, now)
+    )
     spend: float | None = None
     unpriced = False
     if extras.cost is not None:
@@ -351,16 +333,15 @@ def model_row(
     return ModelRow(model_id, cells, sort_values, spend, unpriced, model_id in store)
 
 
-def group_row(
-    index: GroupIndex, dimension: str, name: str, now: float, extras: ScreenExtras
-) -> ModelRow:
-    """A row of the grouped overview (an app, a caller, ...): the model rows' columns, from the
-    group index. ``model_id`` holds the group's name (the row's key)."""
-    rates = index.rates(dimension, name, now, RATE_WINDOW_S)
-    latency = index.latency(dimension, name, now, LATENCY_WINDOW_S)
-    recent = index.failures(dimension, name, now, LATENCY_WINDOW_S)
-    errors, throttles = recent.errors, recent.throttles
-    trend = index.minute_quantiles(dimension, name, now, 0.5, SPARK_POINTS)
+def _usage_columns(
+    name: str,
+    rates: Rates,
+    latency: Percentiles,
+    errors: int,
+    throttles: int,
+    trend: Sequence[float | None],
+) -> tuple[dict[str, Cell], dict[str, float | str]]:
+    """The cells and sort values every usage row has (a model's, an app's, a caller's)."""
     cells = {
         "model": Cell(name),
         "req": Cell(_rate(rates.requests_per_min), "" if rates.requests_per_min else "dim"),
@@ -371,8 +352,6 @@ def group_row(
         "err": Cell(str(errors), "error" if errors else "dim"),
         "thr": Cell(str(throttles), "warn" if throttles else "dim"),
         "trend": Cell(sparkline(trend), "spark"),
-        "budget": Cell("", "dim"),
-        "acct_req": Cell("-", "account"),
     }
     sort_values: dict[str, float | str] = {
         "model": name,
@@ -384,6 +363,22 @@ def group_row(
         "err": errors,
         "thr": throttles,
     }
+    return cells, sort_values
+
+
+def group_row(
+    index: GroupIndex, dimension: str, name: str, now: float, extras: ScreenExtras
+) -> ModelRow:
+    """A row of the grouped overview (an app, a caller, ...): the model rows' columns, from the
+    group index. ``model_id`` holds the group's name (the row's key)."""
+    rates = index.rates(dimension, name, now, RATE_WINDOW_S)
+    latency = index.latency(dimension, name, now, LATENCY_WINDOW_S)
+    recent = index.failures(dimension, name, now, LATENCY_WINDOW_S)
+    errors, throttles = recent.errors, recent.throttles
+    trend = index.minute_quantiles(dimension, name, now, 0.5, SPARK_POINTS)
+    cells, sort_values = _usage_columns(name, rates, latency, errors, throttles, trend)
+    cells["budget"] = Cell("", "dim")
+    cells["acct_req"] = Cell("-", "account")
     spend: float | None = None
     unpriced = False
     if extras.cost is not None:
