@@ -18,7 +18,8 @@ import boto3
 import pytest
 
 from monitor.sources.aws import ACCESS_DENIED, DISABLED, OK, STALE
-from monitor.sources.fleet import FleetSource, fleet_report
+from monitor.sources.fleet import FleetSource
+from monitor.sources.fleet_regions import fleet_regions_report
 from tests.fleet_events import (
     GROUP,
     assumed_role,
@@ -324,7 +325,7 @@ def test_report_mode_reads_the_window_once(aws: dict[str, Any]) -> None:
     turn_on_invocation_logging(aws["bedrock"])
     now = time.time()
     put_events(aws["logs"], GROUP, "s1", events_at(now, 4, output_tokens=11))
-    source = fleet_report(None, None, aws["url"], now - 3600, now)
+    source = fleet_regions_report([None], None, aws["url"], now - 3600, now)
     assert source.store.since_tally().output_tokens == 44
     snapshot = source.snapshot()
     assert snapshot["state"] == OK

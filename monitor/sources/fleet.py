@@ -38,7 +38,6 @@ from monitor.sources.aws import (
     ACCESS_DENIED,
     DISABLED,
     ERROR,
-    HEADLESS_DEADLINE_S,
     NO_CREDENTIALS,
     OK,
     STALE,
@@ -48,7 +47,6 @@ from monitor.sources.aws import (
     SourceFailure,
     SourceHealth,
     classify_error,
-    deadline_passed,
 )
 from monitor.sources.invocation_log import parse_event
 from monitor.store import Store
@@ -569,47 +567,3 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str((response.get("Error") or {}).get("Code", ""))
     return ""
-
-
-def fleet_report(
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
-    since_epoch: float,
-    now: float,
-    *,
-    log_groups: Sequence[str] = (),
-    enabled: bool = True,
-    disabled_message: str = "off",
-    max_attempts: int = 4,
-    read_timeout_s: float = 20.0,
-    deadline_s: float = HEADLESS_DEADLINE_S,
-) -> FleetSource:
-    """For ``--once``: one FilterLogEvents pass over [since, now), run in its own event loop,
-    within a headless run's deadline. Never raises for AWS faults: they are the returned
-    source's state."""
-    source = FleetSource(
-        region,
-        profile,
-        endpoint_url,
-        log_groups=log_groups,
-        enabled=enabled,
-        disabled_message=disabled_message,
-        since=since_epoch,
-        max_attempts=max_attempts,
-        read_timeout_s=read_timeout_s,
-        clock=lambda: now,
-    )
-    if not enabled:
-        return source
-
-    async def run() -> None:
-        try:
-            await asyncio.wait_for(source.poll_once(now), deadline_s)
-        except TimeoutError:
-            source._fail(classify_error(deadline_passed(deadline_s), SERVICE, PERMISSIONS))
-        finally:
-            await source.stop()
-
-    asyncio.run(run())
-    return source
