@@ -13,9 +13,16 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from monitor.groups import GroupIndex
+from monitor.columns import Columns
+from monitor.groups import GroupIndex, ingest_usage
 from monitor.records import UsageRecord
-from monitor.sources.catchup import SPLIT_MIN_BYTES, Part, SideReader, split_older_half
+from monitor.sources.catchup import (
+    SPLIT_MIN_BYTES,
+    Part,
+    SideReader,
+    collector_paused,
+    split_older_half,
+)
 from monitor.sources.logtail import LogTailer
 from monitor.store import Store
 
@@ -41,12 +48,15 @@ class LocalFeed:
         since: float | None,
         start_epoch: float | None = None,
         clock: Callable[[], float] = time.time,
+        minute_sketches: bool = True,
     ) -> None:
         """``since`` starts the report window; ``start_epoch`` is the oldest time any view needs
-        (budget periods, the 24-hour charts) and decides where the tailer enters each file."""
+        (budget periods, the 24-hour charts) and decides where the tailer enters each file.
+        ``minute_sketches``: keep per-minute latency sketches (the screen's charts; the headless
+        report prints none)."""
         self.clock = clock
         # The head of the store's records is kept until the history before them is merged.
-        self.store = Store(since=since, keeps_head=True)
+        self.store = Store(since=since, keeps_head=True, minute_sketches=minute_sketches)
         # Per app and per caller, beside the per-model store (the report's apps and callers,
         # the grouped overview).
         self.groups = GroupIndex(since=since)
@@ -64,13 +74,16 @@ class LocalFeed:
         self._wake: Callable[[bool], None] | None = None
 
     def _on_records(self, batch: list[UsageRecord]) -> None:
-        batch = self._without_future(batch)
-        if not batch:
-            return
+        columns = Columns(batch)
+        # The common case at C speed: nothing near the cut-off (datetimes and POSIX seconds
+        # may differ by a microsecond in rounding; the exact check decides near it).
+        if columns.epochs and max(columns.epochs) > self.clock() + FUTURE_TOLERANCE_S - 1.0:
+            batch = self._without_future(batch)
+            if not batch:
+                return
+            columns = Columns(batch)
         if self._direct:  # the catch-up: models are noted once it is over, not per record
-            now = self.clock()
-            self.store.ingest(batch, now)
-            self.groups.ingest(batch, now)
+            ingest_usage(self.store, self.groups, batch, self.clock(), columns)
             return
         seen = self._models_seen
         for record in batch:
@@ -83,8 +96,6 @@ class LocalFeed:
         """``batch`` without records stamped more than ``FUTURE_TOLERANCE_S`` after now; those
         are counted as rejected lines with their reason."""
         cutoff = datetime.fromtimestamp(self.clock() + FUTURE_TOLERANCE_S, tz=UTC)
-        if not any(record.ts > cutoff for record in batch):  # the common case, at C speed
-            return batch
         kept = []
         for record in batch:
             if record.ts > cutoff:
@@ -168,6 +179,7 @@ class LocalFeed:
                 now=self.clock(),
                 group_dimensions=self.groups.dimensions,
                 background=background,
+                minute_sketches=self.store.minute_sketches,
             )
         except (OSError, ValueError, RuntimeError):
             return None  # no second process here: this one reads everything
@@ -175,7 +187,8 @@ class LocalFeed:
     def _read_here(self) -> None:
         self._direct = True
         try:
-            self.tailer.poll()
+            with collector_paused():
+                self.tailer.poll()
         finally:
             self._direct = False
             # The models of the catch-up are on screen from the start.
@@ -189,19 +202,22 @@ class LocalFeed:
             # Read the parts here instead: the same numbers, only later.
             with self.tailer._lock:
                 self.tailer.state.errors["history"] = f"{err}; read in the main process"
-            earlier = Store(since=self.store.since, group_by=self.store.group_by)
+            earlier = Store(
+                since=self.store.since,
+                group_by=self.store.group_by,
+                minute_sketches=self.store.minute_sketches,
+            )
             earlier_groups = GroupIndex(self.groups.dimensions, since=self.groups.since)
 
             def ingest(batch: list[UsageRecord]) -> None:
-                earlier.ingest(batch, now)
-                earlier_groups.ingest(batch, now)
+                ingest_usage(earlier, earlier_groups, batch, now)
 
             reader = LogTailer([], ingest)
             for part in side.parts:
                 reader.read_range(part.range, part.start, part.end)
             state = reader.state
-        self.store.absorb_earlier(earlier, now)
-        self.groups.absorb_earlier(earlier_groups, now)
+        replaced = self.store.absorb_earlier(earlier, now)
+        self.groups.absorb_earlier(earlier_groups, now, replaced)
         self.tailer.absorb_earlier_state(state)
         self._models_seen.update(self.store.model_ids())
 
@@ -221,8 +237,7 @@ class LocalFeed:
                 batch = self._queue.get_nowait()
             except queue.Empty:
                 break
-            ingested += self.store.ingest(batch, now)
-            self.groups.ingest(batch, now)
+            ingested += ingest_usage(self.store, self.groups, batch, now)
         self.store.prune(now)
         return ingested
 

@@ -17,10 +17,14 @@ are counted.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import compress, repeat
+from operator import add, eq, floordiv
 from typing import Final
 
+from monitor.columns import Columns
+from monitor.dedupe import RecentIds
 from monitor.records import UsageRecord
 from monitor.store import (
     ABORTED,
@@ -36,7 +40,10 @@ from monitor.store import (
     LatencySketch,
     Percentiles,
     Rates,
+    Store,
     Tally,
+    add_bins,
+    latency_bins,
 )
 
 MAX_GROUPS: Final = 200
@@ -44,8 +51,6 @@ OTHER: Final = "(other)"
 NO_VALUE: Final = "(none)"
 SECOND_WINDOW_S: Final = 300  # rates over 1 minute, errors and throttles over 5
 MINUTE_WINDOW_S: Final = 3600  # spend over the last hour, the 12-minute latency trend
-# Request ids looked at for duplicates (the last record of a request id wins, as in the store).
-DEDUP_WINDOW: Final = 20_000
 # Folded names are counted exactly up to this many, then reported as "at least".
 MAX_COUNTED_FOLDED: Final = 100_000
 
@@ -76,6 +81,16 @@ DIMENSIONS: Final[Mapping[str, Callable[[UsageRecord], str]]] = {
     "app": _app_key,
     "caller": _caller_key,
 }
+# The record field each dimension's key is read from (the key: the field's value, or NO_VALUE
+# where it has none).
+DIMENSION_FIELDS: Final[Mapping[str, str]] = {
+    "model": "model_id",
+    "app": "app",
+    "caller": "caller",
+}
+# Larger than any minute number, and small enough that cell number * stride + minute stays an
+# exact float for a million cells.
+_CELL_STRIDE: Final = 2.0**33
 
 
 def _vector() -> list[int]:
@@ -137,7 +152,10 @@ class GroupIndex:
         *,
         since: float | None = None,
         max_groups: int = MAX_GROUPS,
+        keeps_head: bool = False,
     ) -> None:
+        """``keeps_head``: an index of a later part of the log, to be merged after an earlier
+        one (see ``RecentIds``)."""
         unknown = [name for name in dimensions if name not in DIMENSIONS]
         if unknown:
             raise ValueError(f"unknown grouping dimension(s): {', '.join(unknown)}")
@@ -154,8 +172,14 @@ class GroupIndex:
         self._seconds: dict[int, dict[Cell, list[int]]] = {}
         self._minutes: dict[int, dict[Cell, list[int]]] = {}
         self._latency: dict[int, dict[Names, LatencySketch]] = {}
-        self._seen: dict[str, UsageRecord] = {}
-        self._seen_order: deque[str] = deque()
+        self._recent_ids = RecentIds(keeps_head)
+        # Block ingest: each dimension's raw field value -> its group name (the name, or
+        # OTHER once folded; a name's fate never changes once decided), and the cells by
+        # number.
+        self._fields = [DIMENSION_FIELDS[name] for name in dimensions]
+        self._name_of: list[dict[object, str]] = [{} for _ in dimensions]
+        self._cell_numbers: dict[Cell, int] = {}
+        self._cells: list[Cell] = []
         self._pruned_at = -1
         self._views: dict[str, tuple[int, int, _View]] = {}
         self._since_views: dict[str, tuple[int, dict[str, dict[str, list[int]]]]] = {}
@@ -165,28 +189,210 @@ class GroupIndex:
         return list(self._names)
 
     # -- ingest ---------------------------------------------------------------------------------
-    def ingest(self, records: Iterable[UsageRecord], now: float) -> None:
-        """Add records (any order). A request id seen again replaces the earlier record."""
+    def ingest(
+        self,
+        records: Iterable[UsageRecord],
+        now: float,
+        columns: Columns | None = None,
+        replaced: list[UsageRecord] | None = None,
+        model_totals: dict[str, list[float]] | None = None,
+    ) -> None:
+        """Add records (any order). A request id seen again replaces the earlier record, as in
+        the store (see ``RecentIds``). ``columns``: the records' columns when the caller has
+        them; ``replaced``: the earlier records this batch replaces, when a store fed the same
+        batches has found them (``Store.last_replaced``): one duplicate check for both.
+        ``model_totals``: each model's summed counts of the whole batch, all of it after
+        ``since``, when a store has summed them (``Store.last_totals``)."""
         batch = records if isinstance(records, list) else list(records)
         if not batch:
             return
-        seen = self._seen
-        order = self._seen_order
-        apply = self._apply
-        for record in batch:
-            request_id = record.request_id
-            if request_id:
-                previous = seen.get(request_id)
-                if previous is not None:  # rare: a repeated line, a log read twice
-                    apply(previous, -1, now)
-                else:
-                    order.append(request_id)
-                seen[request_id] = record
-            apply(record, 1, now)
-        while len(order) > DEDUP_WINDOW:
-            seen.pop(order.popleft(), None)
+        block = Columns.of(batch, columns)
+        if replaced is None:
+            request_ids = block.texts("request_id")
+            by_id = dict(zip(request_ids, batch, strict=True))
+            recent_ids = self._recent_ids
+            fresh = recent_ids.is_fresh(by_id, len(batch))
+            replaced = [] if fresh else recent_ids.replaced(request_ids, batch)
+            recent_ids.remember(by_id)
+        self._add_block(block, now, model_totals)
+        for previous in replaced:  # rare: a repeated line, a log read twice
+            self._apply(previous, -1, now)
         self.version += 1
         self.prune(now)
+
+    def stop_keeping_head(self) -> None:
+        """Once nothing more will be merged before this index's records."""
+        self._recent_ids.stop_keeping_head()
+
+    def _add_block(
+        self, block: Columns, now: float, model_totals: dict[str, list[float]] | None = None
+    ) -> None:
+        """Add a block of records with C loops (see ``Store._apply_block``): split by the side
+        of ``since`` and of the hour, and each run of one cell (and minute, within the hour)
+        summed once. Records of the last ``SECOND_WINDOW_S`` take the record-by-record path."""
+        epochs = block.epochs
+        since = -math.inf if self.since is None else self.since
+        hour_floor = now - MINUTE_WINDOW_S
+        second_floor = now - SECOND_WINDOW_S
+        low, high = min(epochs), max(epochs)
+        if (
+            high < second_floor
+            and (low >= since) == (high >= since)
+            and (low >= hour_floor) == (high >= hour_floor)
+        ):
+            in_since, in_hour = low >= since, low >= hour_floor
+            if (
+                model_totals is None
+                or not in_since
+                or in_hour
+                or not self._add_since_totals(block, model_totals)
+            ):
+                self._add_part(block, in_since, in_hour)
+            return
+        latest: list[int] = []
+        parts: dict[tuple[bool, bool], list[int]] = {}
+        for index, epoch in enumerate(epochs):
+            if epoch >= second_floor:
+                latest.append(index)
+            else:
+                parts.setdefault((epoch >= since, epoch >= hour_floor), []).append(index)
+        for (in_since, in_hour), indices in parts.items():
+            self._add_part(block.subset(indices), in_since, in_hour)
+        for index in latest:
+            self._apply(block.records[index], 1, now)
+
+    def _add_since_totals(self, block: Columns, model_totals: dict[str, list[float]]) -> bool:
+        """The common case of a catch-up, at no cost per record: a batch of one name in every
+        dimension (a host's log is one app's), all of it after ``since`` and before the hour,
+        whose per-model sums a store has made. False (nothing added) when the names vary."""
+        columns = [block.column(field) for field in self._fields]
+        if any(column.count(column[0]) != len(column) for column in columns):
+            return False
+        names = tuple(self._group_names(index, column)[0] for index, column in enumerate(columns))
+        since = self._since
+        for model_id, totals in model_totals.items():
+            cell = (names, model_id)
+            vector = since.get(cell)
+            if vector is None:
+                vector = since[cell] = _vector()
+            for slot in range(_WIDTH):
+                vector[slot] += int(totals[slot])
+        return True
+
+    def _group_names(self, index: int, values: Sequence[object]) -> list[str]:
+        """Each record's group in dimension ``index``: its name while there is room for it,
+        else ``(other)`` (the name and its records counted as folded), decided in the order
+        the names first come, as record by record."""
+        name_of = self._name_of[index]
+        try:
+            names = list(map(name_of.__getitem__, values))
+        except KeyError:
+            kept = self._kept[index]
+            folded = self._folded_names[index]
+            for value in dict.fromkeys(values):
+                if value in name_of:
+                    continue
+                name = str(value or NO_VALUE)
+                if name in kept or len(kept) < self.max_groups:
+                    kept.add(name)
+                    name_of[value] = name
+                elif len(folded) < MAX_COUNTED_FOLDED:
+                    folded.add(name)
+                    name_of[value] = OTHER
+            # Names past every bound are not remembered (memory stays bounded): theirs is
+            # OTHER, found again each time.
+            names = [name_of.get(value, OTHER) for value in values]
+        if self._folded_names[index]:
+            self._folded_records[index] += names.count(OTHER) - values.count(OTHER)
+        return names
+
+    def _add_part(self, block: Columns, in_since: bool, in_hour: bool) -> None:
+        """Add records all on one side of ``since`` and of the hour."""
+        if not (in_since or in_hour):
+            return
+        dimension_names = [
+            self._group_names(index, block.column(field))
+            for index, field in enumerate(self._fields)
+        ]
+        names: Iterable[Names] = (
+            zip(*dimension_names, strict=True) if dimension_names else repeat(())
+        )
+        cells = list(zip(names, block.texts("model_id"), strict=False))
+        cell_numbers = self._cell_numbers
+        try:
+            numbers = list(map(cell_numbers.__getitem__, cells))
+        except KeyError:
+            for cell in dict.fromkeys(cells):
+                if cell not in cell_numbers:
+                    cell_numbers[cell] = len(self._cells)
+                    self._cells.append(cell)
+            numbers = list(map(cell_numbers.__getitem__, cells))
+        if in_hour:
+            codes: list[float] = list(
+                map(
+                    add,
+                    map(float.__mul__, map(float, numbers), repeat(_CELL_STRIDE)),
+                    map(floordiv, block.epochs, repeat(60.0)),
+                )
+            )
+        else:
+            codes = list(map(float, numbers))
+        order = sorted(range(len(codes)), key=codes.__getitem__)
+
+        def ordered(name: str) -> list[float]:
+            return list(map(block.numbers(name).__getitem__, order))
+
+        inputs, outputs = ordered("input_tokens"), ordered("output_tokens")
+        cache_reads = ordered("cache_read_input_tokens")
+        cache_writes = ordered("cache_write_input_tokens")
+        statuses = list(map(block.texts("status").__getitem__, order))
+        sources = list(map(block.texts("token_source").__getitem__, order))
+        latencies = ordered("latency_ms") if in_hour else []
+        sizes = Counter(codes)
+        start = 0
+        for code in sorted(sizes):
+            end = start + sizes[code]
+            run = slice(start, end)
+            start = end
+            number = int(code // _CELL_STRIDE) if in_hour else int(code)
+            cell = self._cells[number]
+            run_statuses = statuses[run]
+            vector = _vector()
+            vector[REQUESTS] = end - run.start
+            vector[INPUT] = int(sum(inputs[run]))
+            vector[OUTPUT] = int(sum(outputs[run]))
+            vector[CACHE_READ] = int(sum(cache_reads[run]))
+            vector[CACHE_WRITE] = int(sum(cache_writes[run]))
+            for status, slot in _STATUS_SLOT.items():
+                vector[slot] = run_statuses.count(status)
+            vector[ESTIMATED] = sources[run].count("estimate")
+            if in_since:
+                total = self._since.get(cell)
+                if total is None:
+                    total = self._since[cell] = _vector()
+                _merge(total, vector)
+            if not in_hour:
+                continue
+            minute = int(code - number * _CELL_STRIDE)
+            cells_of_minute = self._minutes.get(minute)
+            if cells_of_minute is None:
+                cells_of_minute = self._minutes[minute] = {}
+            total = cells_of_minute.get(cell)
+            if total is None:
+                total = cells_of_minute[cell] = _vector()
+            _merge(total, vector)
+            # Latency is a property of successful calls.
+            run_latencies = latencies[run]
+            if len(run_statuses) != run_statuses.count("ok"):
+                run_latencies = list(compress(run_latencies, map(eq, run_statuses, repeat("ok"))))
+            if run_latencies:
+                sketches = self._latency.get(minute)
+                if sketches is None:
+                    sketches = self._latency[minute] = {}
+                sketch = sketches.get(cell[0])
+                if sketch is None:
+                    sketch = sketches[cell[0]] = LatencySketch()
+                add_bins(sketch, latency_bins(run_latencies), max(run_latencies))
 
     def _names_of(self, record: UsageRecord, sign: int) -> Names:
         """The record's group in each dimension: its own name while there is room for it, else
@@ -256,7 +462,9 @@ class GroupIndex:
                 sketch = sketches[cell[0]] = LatencySketch()
             sketch.add(record.latency_ms, sign)
 
-    def absorb_earlier(self, earlier: GroupIndex, now: float) -> None:
+    def absorb_earlier(
+        self, earlier: GroupIndex, now: float, replaced: list[UsageRecord] | None = None
+    ) -> None:
         """Merge the groups of the records that come before this index's (the older part of a
         catch-up, read by another process). A request id in both keeps this index's record, the
         later one, as :meth:`ingest` would have. Names past ``max_groups`` fold into
@@ -298,19 +506,12 @@ class GroupIndex:
             for names, sketch in sketches.items():
                 kept_sketch = mine.setdefault(renamed(names), LatencySketch())
                 kept_sketch.merge(sketch)
-        # Duplicates across the seam: the later record (already here) wins.
-        seen, order = self._seen, self._seen_order
-        for request_id in reversed(earlier._seen_order):  # oldest ids end up first
-            record = earlier._seen.get(request_id)
-            if record is None:
-                continue
-            if request_id in seen:
-                self._apply(record, -1, now)
-            else:
-                seen[request_id] = record
-                order.appendleft(request_id)
-        while len(order) > DEDUP_WINDOW:
-            seen.pop(order.popleft(), None)
+        # Duplicates across the seam: the later record (already here) wins. ``replaced``: the
+        # earlier records the store fed the same batches found (see ``ingest``).
+        if replaced is None:
+            replaced = self._recent_ids.absorb_earlier(earlier._recent_ids)
+        for previous in replaced:
+            self._apply(previous, -1, now)
         self.version += 1
         self._pruned_at = -1
         self.prune(now)
@@ -464,3 +665,26 @@ class GroupIndex:
                 for model, vector in per_model.items():
                     _merge(totals.setdefault(model, _vector()), vector)
         return {model: Tally(*vector) for model, vector in totals.items() if any(vector)}
+
+
+def ingest_usage(
+    store: Store,
+    groups: GroupIndex,
+    records: list[UsageRecord],
+    now: float,
+    columns: Columns | None = None,
+) -> int:
+    """Add a batch to the per-model store and the groups beside it, its fields read once for
+    both. Returns how many records the store kept."""
+    columns = Columns.of(records, columns)
+    kept = store.ingest(records, now, columns)
+    model_totals = None
+    if (
+        store.last_totals is not None
+        and store.group_by == "model_id"
+        and store.since == groups.since
+    ):
+        after_since, _in_minutes, totals = store.last_totals
+        model_totals = totals if after_since else None
+    groups.ingest(records, now, columns, store.last_replaced, model_totals)
+    return kept

@@ -788,6 +788,8 @@ def open_session(
             quotas=quotas_wanted(args, config)[0],
         ),
         clock=(lambda: clock_now) if not live else time.time,
+        # The screen charts each minute's latency; the headless report prints none of them.
+        minute_sketches=live,
     )
     session = Session(
         config=config,

@@ -24,7 +24,6 @@ from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from itertools import compress, repeat
 from math import ceil, log
@@ -33,6 +32,10 @@ from typing import Final, TypeVar
 
 import msgspec
 
+from monitor.columns import Columns
+from monitor.dedupe import DEDUP_WINDOW as DEDUP_WINDOW
+from monitor.dedupe import GENERATION_SIZE as GENERATION_SIZE
+from monitor.dedupe import RecentIds
 from monitor.records import MAX_LATENCY_MS, UsageRecord
 
 SECOND_WINDOW_S: Final = 15 * 60
@@ -40,14 +43,6 @@ MINUTE_WINDOW_S: Final = 24 * 3600
 QUARTER_S: Final = 15 * 60
 QUARTER_WINDOW_S: Final = 40 * 24 * 3600
 RECENT_REQUESTS: Final = 200
-# Duplicate request ids are looked for among at least this many most recent records (at most
-# that plus one batch); a record repeated further apart than that is counted twice. Bounded so
-# memory does not grow with the log, and small enough to stay in cache: duplicates come from a
-# writer repeating a line or a log read twice, which happens within seconds, not thousands of
-# calls.
-DEDUP_WINDOW: Final = 20_000
-# Small batches of request ids are remembered together, up to this many per dict.
-GENERATION_SIZE: Final = 4096
 
 # Log-spaced histogram: bucket i holds values in (GAMMA**(i-1), GAMMA**i], so any percentile is
 # reported within RELATIVE_ERROR of a real sample value.
@@ -452,13 +447,14 @@ def _bin_edges() -> list[float]:
 _EDGES: Final = _bin_edges()
 
 
-def _bins(values: list[float]) -> Counter[int]:
+def latency_bins(values: list[float]) -> Counter[int]:
     """Histogram bins of millisecond values, each as ``sketch_key`` gives it, offset by
     ``_MIN_KEY`` (see ``_bin_edges``)."""
     return Counter(map(bisect_left, repeat(_EDGES), values))
 
 
-def _add_bins(sketch: LatencySketch, counts: Counter[int], maximum: float) -> None:
+def add_bins(sketch: LatencySketch, counts: Counter[int], maximum: float) -> None:
+    """Add ``latency_bins`` of some values, and their maximum, to a sketch."""
     bins = sketch.bins
     for index, number in counts.items():
         key = _MIN_KEY + index
@@ -476,28 +472,19 @@ _PLAIN_STATE: Final = (
     "stats",
     "version",
     "last_epoch",
-    "_remembered_count",
+    "_recent_ids",
     "_now",
     "_since_epoch",
     "_since_quarter",
     "keeps_head",
-    "_head",
+    "minute_sketches",
 )
 # Larger than any minute number (about 3e7 today), and small enough that key number *
 # stride + bucket stays an exact float for a million keys.
 _KEY_STRIDE: Final = 2.0**33
 _request_id: Final = attrgetter("request_id")
-_ts: Final = attrgetter("ts")
-_timestamp: Final = datetime.timestamp
-_status: Final = attrgetter("status")
-_input_tokens: Final = attrgetter("input_tokens")
-_output_tokens: Final = attrgetter("output_tokens")
-_cache_read: Final = attrgetter("cache_read_input_tokens")
-_cache_write: Final = attrgetter("cache_write_input_tokens")
-_token_source: Final = attrgetter("token_source")
-_latency_ms: Final = attrgetter("latency_ms")
-_ttft_ms: Final = attrgetter("ttft_ms")
 _is_value: Final = partial(is_not, None)
+_OKS: Final = repeat("ok")
 
 
 def _tally(vector: list[float]) -> Tally:
@@ -526,9 +513,12 @@ class Store:
     stats: IngestStats = field(default_factory=IngestStats)
     version: int = 0  # bumped on every change, so views can skip redraws when nothing moved
     last_epoch: float | None = None  # newest request end seen
+    # With ``keeps_head``: the first request ids are kept, so that a store of a later part of
+    # the log can be merged after an earlier one with the duplicates across the seam replaced,
+    # as one store fed both parts in order would have (see ``RecentIds``).
+    keeps_head: bool = False
     _series: dict[str, _ModelSeries] = field(default_factory=dict)
-    _remembered: deque[dict[str, UsageRecord]] = field(default_factory=deque)
-    _remembered_count: int = 0
+    _recent_ids: RecentIds = field(init=False, repr=False)
     _now: int = 0  # the latest clock reading given to ingest() or prune()
     _since_epoch: float = field(init=False, default=-math.inf)
     _since_quarter: int = field(init=False, default=-1)
@@ -536,17 +526,26 @@ class Store:
     # Block ingest numbers the keys: key -> number * _KEY_STRIDE, and number -> key.
     _key_offsets: dict[str, float] = field(init=False, repr=False, default_factory=dict)
     _keys: list[str] = field(init=False, repr=False, default_factory=list)
-    # With ``keeps_head``: the first DEDUP_WINDOW request ids, so that a store of a later part
-    # of the log can be merged after an earlier one with the duplicates across the seam
-    # replaced, as one store fed both parts in order would have.
-    keeps_head: bool = False
-    _head: set[str] = field(init=False, repr=False, default_factory=set)
+    # The earlier records the last ingest() replaced (taken back): what a consumer fed the same
+    # batches (the groups) takes back too, so that one duplicate check serves both.
+    last_replaced: list[UsageRecord] = field(init=False, repr=False, default_factory=list)
+    # Per-minute latency and TTFT sketches (the screen's charts and windowed percentiles);
+    # the headless report prints none of them, so it need not build them.
+    minute_sketches: bool = True
+    # When the last ingest() added its whole batch as one part (the common case of a
+    # catch-up): (after ``since``, inside the minute tier, each key's summed counts). A
+    # consumer fed the same batch (the groups) can take its sums from here instead of summing
+    # the records again.
+    last_totals: tuple[bool, bool, dict[str, list[float]]] | None = field(
+        init=False, repr=False, default=None
+    )
 
     # -- ingest -------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self._since_epoch = -math.inf if self.since is None else self.since
         self._since_quarter = -1 if self.since is None else int(self.since) // QUARTER_S
         self._group = attrgetter(self.group_by)
+        self._recent_ids = RecentIds(self.keeps_head)
 
     def _horizon(self, now: float) -> float:
         """Nothing older than this is kept: 40 days, or back to ``since`` if that is older."""
@@ -554,109 +553,56 @@ class Store:
             return now - QUARTER_WINDOW_S
         return min(now - QUARTER_WINDOW_S, self.since)
 
-    def ingest(self, records: Iterable[UsageRecord], now: float) -> int:
-        """Add records (any order). Returns how many were kept.
+    def ingest(
+        self, records: Iterable[UsageRecord], now: float, columns: Columns | None = None
+    ) -> int:
+        """Add records (any order). Returns how many were kept. ``columns``: the records'
+        columns when the caller has them (they are read once for every consumer).
 
         A request id seen again replaces the earlier record (the last one wins), as long as the
         earlier one is among the last ``DEDUP_WINDOW`` request ids.
         """
         batch = records if isinstance(records, list) else list(records)
+        block = Columns.of(batch, columns)
         horizon = self._horizon(now)
-        by_id = dict(zip(map(_request_id, batch), batch, strict=True))
-        # Duplicates are rare: check the whole batch at C speed (dict views walk the smaller
-        # side) and only look at single records when one is there.
-        if (
-            len(by_id) == len(batch)
-            and "" not in by_id
-            and all(seen.keys().isdisjoint(by_id.keys()) for seen in self._remembered)
-        ):
-            kept = self._ingest_unique(batch, by_id, horizon, now)
+        request_ids = block.texts("request_id")
+        by_id = dict(zip(request_ids, batch, strict=True))
+        # Duplicates are rare: the whole batch is checked at C speed, and single records are
+        # only looked at when one is there.
+        fresh = self._recent_ids.is_fresh(by_id, len(batch))
+        self.last_replaced = []
+        self.last_totals = None
+        too_old = self._apply_block(block, now, horizon)
+        kept: Sequence[UsageRecord] = batch
+        if too_old:
+            epochs = block.epochs
+            keep = [index for index, epoch in enumerate(epochs) if epoch >= horizon]
+            kept = list(map(batch.__getitem__, keep))
+            request_ids = list(map(request_ids.__getitem__, keep))
+            by_id = dict(zip(request_ids, kept, strict=True))
+        if fresh:
+            # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all of
+            # its records.
+            if len(by_id) > DEDUP_WINDOW:
+                newest = kept[-DEDUP_WINDOW:]
+                by_id = dict(zip(map(_request_id, newest), newest, strict=True))
         else:
-            kept = self._ingest_replacing(batch, horizon, now)
+            # Every record was added as a block; each replaced earlier record is taken back.
+            # The counts are those of adding and taking back record by record in order (sums
+            # commute), and so are the sketches' maxima, which keep a replaced record's value
+            # as they always did.
+            taken_back = self.last_replaced = self._recent_ids.replaced(request_ids, kept)
+            if taken_back:
+                self._apply_many(taken_back, -1, now, horizon)
+                self.stats.replaced += len(taken_back)
+        self._recent_ids.remember(by_id)
         if kept:
-            self.stats.accepted += kept
+            self.stats.accepted += len(kept)
             self.version += 1
         self.prune(now)
-        return kept
-
-    def _ingest_unique(
-        self, batch: list[UsageRecord], by_id: dict[str, UsageRecord], horizon: float, now: float
-    ) -> int:
-        too_old = self._apply_block(batch, now, horizon)
-        kept = batch
-        if too_old:
-            kept = [record for record in batch if record.ts.timestamp() >= horizon]
-            by_id = dict(zip(map(_request_id, kept), kept, strict=True))
-        # Only the newest DEDUP_WINDOW matter; a long catch-up batch must not pin all its records.
-        if len(by_id) > DEDUP_WINDOW:
-            newest = kept[-DEDUP_WINDOW:]
-            by_id = dict(zip(map(_request_id, newest), newest, strict=True))
-        self._remember(by_id)
         return len(kept)
 
-    def _ingest_replacing(self, batch: list[UsageRecord], horizon: float, now: float) -> int:
-        """A batch with request ids seen before (in it or in earlier batches): every record is
-        added as a block, then each replaced earlier record is taken back. The counts are those
-        of adding and taking back record by record in order (sums commute), and so are the
-        sketches' maxima, which keep a replaced record's value as they always did."""
-        too_old = self._apply_block(batch, now, horizon)
-        kept = batch
-        if too_old:
-            kept = [record for record in batch if record.ts.timestamp() >= horizon]
-        request_ids = list(map(_request_id, kept))
-        counts = Counter(request_ids)
-        suspects = {request_id for request_id, count in counts.items() if count > 1}
-        for seen in self._remembered:
-            suspects.update(seen.keys() & counts.keys())
-        suspects.discard("")
-        this_batch: dict[str, UsageRecord] = {}
-        taken_back: list[UsageRecord] = []
-        for record, request_id in zip(kept, request_ids, strict=True):
-            if request_id in suspects:
-                previous = this_batch.get(request_id) or self._previous(request_id)
-                if previous is not None:
-                    taken_back.append(previous)
-                this_batch[request_id] = record
-        if taken_back:
-            self._apply_many(taken_back, -1, now, horizon)
-            self.stats.replaced += len(taken_back)
-        by_id = dict(zip(request_ids, kept, strict=True))
-        by_id.pop("", None)
-        self._remember(by_id)
-        return len(kept)
-
-    def _previous(self, request_id: str) -> UsageRecord | None:
-        for seen in reversed(self._remembered):
-            found = seen.get(request_id)
-            if found is not None:
-                return found
-        return None
-
-    def _remember(self, records_by_id: dict[str, UsageRecord]) -> None:
-        if self.keeps_head and len(self._head) < DEDUP_WINDOW:
-            self._head.update(records_by_id)
-        self._remember_generation(records_by_id)
-
-    def _remember_generation(self, records_by_id: dict[str, UsageRecord]) -> None:
-        # The request ids of whole batches, newest last, dropped oldest first once the rest
-        # still holds DEDUP_WINDOW: no per-record bookkeeping, and a batch's dict is kept as it
-        # was built for the duplicate check. A duplicate within the batch is handled above.
-        # The live feed brings batches of a few records several times a second: those are
-        # merged into the newest generation until it holds GENERATION_SIZE, so that the
-        # duplicate check of each batch looks at a handful of dicts, not thousands.
-        generations = self._remembered
-        newest = generations[-1] if generations else None
-        if newest is not None and len(newest) + len(records_by_id) <= GENERATION_SIZE:
-            before = len(newest)
-            newest.update(records_by_id)
-            self._remembered_count += len(newest) - before
-        else:
-            generations.append(records_by_id)
-            self._remembered_count += len(records_by_id)
-        while self._remembered_count - len(generations[0]) >= DEDUP_WINDOW:
-            self._remembered_count -= len(generations.popleft())
-
-    def _apply_block(self, records: list[UsageRecord], now: float, horizon: float) -> int:
+    def _apply_block(self, block: Columns, now: float, horizon: float) -> int:
         """Add a block of records; returns how many were older than the horizon (left out).
 
         The catch-up's hot path, with no Python-level work per record in the common case: the
@@ -667,9 +613,9 @@ class Store:
         edge is split there first. Records of the last ``SECOND_WINDOW_S`` (the per-second
         tier: few in a catch-up, all of a live batch) take the record-by-record path.
         """
-        if not records:
+        if not len(block):
             return 0
-        epochs = list(map(_timestamp, map(_ts, records)))
+        epochs = block.epochs
         since_epoch = self._since_epoch
         minute_floor = now - MINUTE_WINDOW_S
         second_floor = now - SECOND_WINDOW_S
@@ -680,116 +626,185 @@ class Store:
             and (low >= since_epoch) == (high >= since_epoch)
             and (low >= minute_floor) == (high >= minute_floor)
         ):
-            self._add_run(records, epochs, low >= since_epoch, low >= minute_floor)
+            after_since, in_minutes = low >= since_epoch, low >= minute_floor
+            totals = self._add_run(block, after_since, in_minutes)
+            self.last_totals = (after_since, in_minutes, totals)
             self._note_newest(high)
             return 0
         too_old = 0
-        latest: list[UsageRecord] = []
-        parts: dict[tuple[bool, bool], tuple[list[UsageRecord], list[float]]] = {}
+        latest: list[int] = []
+        parts: dict[tuple[bool, bool], list[int]] = {}
         newest = -math.inf
-        for record, epoch in zip(records, epochs, strict=True):
+        for index, epoch in enumerate(epochs):
             if epoch < horizon:
                 too_old += 1
             elif epoch >= second_floor:
-                latest.append(record)
+                latest.append(index)
             else:
                 flags = (epoch >= since_epoch, epoch >= minute_floor)
                 part = parts.get(flags)
                 if part is None:
-                    part = parts[flags] = ([], [])
-                part[0].append(record)
-                part[1].append(epoch)
+                    part = parts[flags] = []
+                part.append(index)
                 if epoch > newest:
                     newest = epoch
-        for (after_since, in_minutes), (part_records, part_epochs) in parts.items():
-            self._add_run(part_records, part_epochs, after_since, in_minutes)
+        for (after_since, in_minutes), indices in parts.items():
+            self._add_run(block.subset(indices), after_since, in_minutes)
         self._note_newest(newest)
         self.stats.too_old += too_old
         if latest:
-            self._apply_many(latest, 1, now, horizon)
+            self._apply_many(list(map(block.records.__getitem__, latest)), 1, now, horizon)
         return too_old
 
     def _note_newest(self, epoch: float) -> None:
         if epoch > -math.inf and (self.last_epoch is None or epoch > self.last_epoch):
             self.last_epoch = epoch
 
-    def _add_run(
-        self, records: list[UsageRecord], epochs: list[float], after_since: bool, in_minutes: bool
-    ) -> None:
-        """Add records that are all on one side of ``since`` and of the minute tier's edge."""
-        width = 60.0 if in_minutes else float(QUARTER_S)
-        groups = list(map(self._group, records))
+    def _key_offsets_of(self, keys: Sequence[str]) -> list[float]:
+        """Each key's number * _KEY_STRIDE (numbers given in the order keys first come)."""
         try:
-            offsets = list(map(self._key_offsets.__getitem__, groups))
+            return list(map(self._key_offsets.__getitem__, keys))
         except KeyError:
-            for key in set(groups).difference(self._key_offsets):
-                self._key_offsets[key] = float(len(self._keys) * _KEY_STRIDE)
-                self._keys.append(key)
-            offsets = list(map(self._key_offsets.__getitem__, groups))
-        # (key, bucket) as one float, key number * _KEY_STRIDE + bucket: sorting and counting
-        # floats is several times cheaper than tuples. A stable sort puts each run together,
-        # in the block's order.
-        codes = list(map(add, offsets, map(floordiv, epochs, repeat(width))))
-        ordered = list(map(records.__getitem__, sorted(range(len(records)), key=codes.__getitem__)))
+            for key in dict.fromkeys(keys):
+                if key not in self._key_offsets:
+                    self._key_offsets[key] = float(len(self._keys) * _KEY_STRIDE)
+                    self._keys.append(key)
+            return list(map(self._key_offsets.__getitem__, keys))
+
+    def _add_run(
+        self, block: Columns, after_since: bool, in_minutes: bool
+    ) -> dict[str, list[float]]:
+        """Add records that are all on one side of ``since`` and of the minute tier's edge.
+        Returns each key's summed counts."""
+        width = 60.0 if in_minutes else float(QUARTER_S)
+        offsets = self._key_offsets_of(block.texts(self.group_by))
+        # (key, bucket) of each record as one float, key number * _KEY_STRIDE + bucket:
+        # sorting and counting floats is several times cheaper than tuples. A stable sort puts
+        # each run together, in the block's order; every column is put in that order once and
+        # sliced per run.
+        codes = list(map(add, offsets, map(floordiv, block.epochs, repeat(width))))
+        order = sorted(range(len(codes)), key=codes.__getitem__)
+
+        def ordered(name: str) -> list[float]:
+            return list(map(block.numbers(name).__getitem__, order))
+
+        inputs, outputs = ordered("input_tokens"), ordered("output_tokens")
+        cache_reads = ordered("cache_read_input_tokens")
+        cache_writes = ordered("cache_write_input_tokens")
+        latencies, ttfts = ordered("latency_ms"), ordered("ttft_ms")
+        statuses = list(map(block.texts("status").__getitem__, order))
+        sources = list(map(block.texts("token_source").__getitem__, order))
         sizes = Counter(codes)
         all_series = self._series
         since_quarter = self._since_quarter
         keys = self._keys
+        sketch_minutes = in_minutes and self.minute_sketches
+        # The report window's sketches hold every bin of the part at once: (key, bin) counted
+        # over the whole part, not per run (a run's values fall in almost as many bins as it
+        # has values).
+        if after_since:
+            self._add_since_bins(offsets, block)
+        key_ranges: dict[int, tuple[int, int]] = {}
+        totals: dict[str, list[float]] = {}
         start = 0
         for code in sorted(sizes):
             end = start + sizes[code]
             number = int(code // _KEY_STRIDE)
             key = keys[number]
             bucket = int(code - number * _KEY_STRIDE)
-            run = ordered[start:end]
+            run_start = start
             start = end
             series = all_series.get(key)
             if series is None:
                 series = all_series[key] = _ModelSeries()
             series.version += 1
             series.settled += 1  # a block may hold any minute
-            statuses = list(map(_status, run))
+            run_statuses = statuses[run_start:end]
             vector = _new_vector()
-            vector[REQUESTS] = len(run)
-            vector[INPUT] = sum(map(_input_tokens, run))
-            vector[OUTPUT] = sum(map(_output_tokens, run))
-            vector[CACHE_READ] = sum(map(_cache_read, run))
-            vector[CACHE_WRITE] = sum(map(_cache_write, run))
+            vector[REQUESTS] = end - run_start
+            vector[INPUT] = sum(inputs[run_start:end])
+            vector[OUTPUT] = sum(outputs[run_start:end])
+            vector[CACHE_READ] = sum(cache_reads[run_start:end])
+            vector[CACHE_WRITE] = sum(cache_writes[run_start:end])
             for status, slot in _STATUS_SLOT.items():
-                vector[slot] = statuses.count(status)
-            vector[ESTIMATED] = list(map(_token_source, run)).count("estimate")
+                vector[slot] = run_statuses.count(status)
+            vector[ESTIMATED] = sources[run_start:end].count("estimate")
             # Latency is a property of successful calls (status "ok").
             failed = sum(vector[slot] for slot in _STATUS_SLOT.values())
-            ok = run if not failed else list(compress(run, map(eq, statuses, repeat("ok"))))
-            latencies = list(map(_latency_ms, ok))
-            ttfts = list(filter(_is_value, map(_ttft_ms, run)))
-            vector[LATENCY_SUM] = sum(latencies)
-            vector[LATENCY_COUNT] = len(latencies)
-            vector[TTFT_SUM] = sum(ttfts)
-            vector[TTFT_COUNT] = len(ttfts)
-            latency_bins = _bins(latencies)
-            ttft_bins = _bins(ttfts)
-            latency_max = max(latencies, default=0.0)
-            ttft_max = max(ttfts, default=0.0)
+            run_latencies = latencies[run_start:end]
+            if failed:
+                run_latencies = list(compress(run_latencies, map(eq, run_statuses, _OKS)))
+            run_ttfts = list(filter(_is_value, ttfts[run_start:end]))
+            vector[LATENCY_SUM] = sum(run_latencies)
+            vector[LATENCY_COUNT] = len(run_latencies)
+            vector[TTFT_SUM] = sum(run_ttfts)
+            vector[TTFT_COUNT] = len(run_ttfts)
+            latency_max = max(run_latencies, default=0.0)
+            ttft_max = max(run_ttfts, default=0.0)
             quarter = bucket // 15 if in_minutes else bucket
             tally = series.quarters.get(quarter)
             if tally is None:
                 tally = series.quarters[quarter] = _new_vector()
             _merge(tally, vector)
+            total = totals.get(key)
+            if total is None:
+                totals[key] = vector
+            else:
+                _merge(total, vector)
             if after_since:
                 if quarter == since_quarter:
                     _merge(series.since_edge, vector)
-                _add_bins(series.since_latency, latency_bins, latency_max)
-                _add_bins(series.since_ttft, ttft_bins, ttft_max)
+                if latency_max > series.since_latency.max:
+                    series.since_latency.max = latency_max
+                if ttft_max > series.since_ttft.max:
+                    series.since_ttft.max = ttft_max
             if in_minutes:
                 cell = series.minutes.get(bucket)
                 if cell is None:
                     cell = series.minutes[bucket] = _Minute()
                 _merge(cell.vector, vector)
-                _add_bins(cell.latency, latency_bins, latency_max)
-                _add_bins(cell.ttft, ttft_bins, ttft_max)
-                # "Recent requests" are the last day's.
-                series.recent.extend(run[-RECENT_REQUESTS:])
+                if sketch_minutes:
+                    add_bins(cell.latency, latency_bins(run_latencies), latency_max)
+                    add_bins(cell.ttft, latency_bins(run_ttfts), ttft_max)
+                first = key_ranges.get(number, (run_start, 0))[0]
+                key_ranges[number] = (first, end)
+        # "Recent requests" are the last day's: each key's newest of the part.
+        records = block.records
+        for number, (first, end) in key_ranges.items():
+            recent = all_series[keys[number]].recent
+            recent.extend(map(records.__getitem__, order[max(first, end - RECENT_REQUESTS) : end]))
+        return totals
+
+    def _add_since_bins(self, offsets: list[float], block: Columns) -> None:
+        """Count the part's latencies (successful calls) and TTFTs into the report window's
+        sketches of their keys (maxima are kept per run)."""
+        latencies = block.numbers("latency_ms")
+        oks = list(map(eq, block.texts("status"), _OKS))
+        if not all(oks):
+            latencies = list(compress(latencies, oks))
+            latency_offsets = list(compress(offsets, oks))
+        else:
+            latency_offsets = offsets
+        ttfts = block.column("ttft_ms")
+        known = list(map(_is_value, ttfts))
+        ttft_values: Sequence[float] = ttfts  # type: ignore[assignment]
+        ttft_offsets = offsets
+        if not all(known):
+            ttft_values = list(compress(ttfts, known))  # type: ignore[arg-type]
+            ttft_offsets = list(compress(offsets, known))
+        for values, key_offsets, ttft in (
+            (latencies, latency_offsets, False),
+            (ttft_values, ttft_offsets, True),
+        ):
+            counts = Counter(map(add, key_offsets, map(bisect_left, repeat(_EDGES), values)))
+            for code, count in counts.items():
+                number = int(code // _KEY_STRIDE)
+                series = self._series.get(self._keys[number])
+                if series is None:
+                    series = self._series[self._keys[number]] = _ModelSeries()
+                bins = (series.since_ttft if ttft else series.since_latency).bins
+                key = _MIN_KEY + int(code - number * _KEY_STRIDE)
+                bins[key] = bins.get(key, 0) + count
 
     def _apply_many(self, records: list[UsageRecord], sign: int, now: float, horizon: float) -> int:
         """Add (sign 1) or take back (sign -1) records; returns how many were older than the
@@ -907,19 +922,16 @@ class Store:
                 _drop_before(series.quarters, first_quarter)
 
     # -- merging --------------------------------------------------------------------------------
-    def absorb_earlier(self, earlier: Store, now: float) -> None:
+    def absorb_earlier(self, earlier: Store, now: float) -> list[UsageRecord]:
         """Add a store of the part of the log just before this store's records (a history read
         on the side, or one range of a catch-up split across processes), so that this store
         holds what one store fed both parts in order would. Both must have the same ``since``
         and grouping. A request id at the start of this store's part that ends ``earlier``'s
-        replaces the earlier record, as it would have record by record."""
+        replaces the earlier record, as it would have record by record; those earlier records
+        are returned."""
         if earlier.since != self.since or earlier.group_by != self.group_by:
             raise ValueError("stores of different windows or groupings do not merge")
-        replaced = [
-            previous
-            for request_id in self._head
-            if (previous := earlier._previous(request_id)) is not None
-        ]
+        replaced = self._recent_ids.absorb_earlier(earlier._recent_ids)
         for key, theirs in earlier._series.items():
             ours = self._series.get(key)
             if ours is None:
@@ -931,39 +943,23 @@ class Store:
         stats.too_old += earlier.stats.too_old
         if earlier.last_epoch is not None:
             self._note_newest(earlier.last_epoch)
-        # The remembered ids: the earlier store's generations come before this one's.
-        generations = self._remembered
-        for generation in reversed(earlier._remembered):
-            if self._remembered_count >= DEDUP_WINDOW:
-                break
-            generations.appendleft(generation)
-            self._remembered_count += len(generation)
-        if self.keeps_head:
-            self._head = (
-                earlier._head | self._head
-                if len(earlier._head) < DEDUP_WINDOW
-                else set(earlier._head)
-            )
         if replaced:
             self._apply_many(replaced, -1, now, self._horizon(now))
         self.version += 1
         self._now = max(self._now, earlier._now)
         self.prune(now)
+        return replaced
 
     def stop_keeping_head(self) -> None:
         """Once nothing more will be merged before this store's records."""
         self.keeps_head = False
-        self._head = set()
+        self._recent_ids.stop_keeping_head()
 
     def __getstate__(self) -> dict[str, object]:
         """Records are packed with msgpack: pickling tens of thousands of structs one by one
         costs more than reading them did (a partial store crosses a process boundary)."""
         state = {name: getattr(self, name) for name in _PLAIN_STATE}
         state["_series"] = {key: series.pack() for key, series in self._series.items()}
-        state["_remembered"] = [
-            (list(generation), _RECORDS_ENCODER.encode(list(generation.values())))
-            for generation in self._remembered
-        ]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -975,12 +971,6 @@ class Store:
         packed_series = state["_series"]
         assert isinstance(packed_series, dict)
         self._series = {key: _ModelSeries.unpack(packed) for key, packed in packed_series.items()}
-        packed_generations = state["_remembered"]
-        assert isinstance(packed_generations, list)
-        self._remembered = deque(
-            dict(zip(ids, _RECORDS_DECODER.decode(records), strict=True))
-            for ids, records in packed_generations
-        )
 
     # -- queries ------------------------------------------------------------------------------
     def model_ids(self) -> list[str]:

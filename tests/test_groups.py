@@ -154,3 +154,58 @@ def test_groups_of_an_earlier_part_merge_as_if_read_in_one_pass() -> None:
             assert merged.since_tally(dimension, name) == one_pass.since_tally(dimension, name)
             assert merged.model_tallies(dimension, name) == one_pass.model_tallies(dimension, name)
         assert merged.folded(dimension)[0] == one_pass.folded(dimension)[0]
+
+
+def test_one_app_log_takes_the_store_s_sums_and_gives_the_same_groups(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host's log is one app's: the groups of a batch after ``since`` take the store's
+    per-model sums (no pass over the records of their own), and equal what record-by-record
+    ingest gives, repeated request ids included."""
+    from monitor.groups import ingest_usage
+    from monitor.store import Store
+
+    rng = random.Random(11)
+    since = NOW - 2 * 86400
+    records = []
+    for serial in range(6000):
+        epoch = since - 600 + serial * (2 * 86400 / 6000)
+        record_ = make(
+            epoch=min(epoch, NOW - 1),
+            request_id=f"r-{serial}",
+            app="checkout",
+            model_id=rng.choice(["m.one", "m.two", "m.three"]),
+            input_tokens=rng.randint(0, 5000),
+            output_tokens=rng.randint(0, 900),
+            cache_write_input_tokens=rng.choice([0, 0, 7]),
+            status=rng.choice(["ok", "ok", "ok", "throttled", "client_error"]),
+            token_source=rng.choice(["body", "estimate"]),
+        )
+        records.append(record_)
+        if serial % 97 == 0:  # the same request id again, other counts: the last one wins
+            records.append(make(epoch=record_.epoch, request_id=f"r-{serial}", app="checkout"))
+    store, fast = Store(since=since), GroupIndex(since=since)
+    slow = GroupIndex(since=since)
+    summed = 0
+    general = GroupIndex._add_part
+
+    def counted(index: GroupIndex, *args: object) -> None:
+        nonlocal summed
+        if index is fast:
+            summed += 1
+        general(index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GroupIndex, "_add_part", counted)
+    batches = [records[start : start + 400] for start in range(0, len(records), 400)]
+    for batch in batches:
+        ingest_usage(store, fast, batch, NOW)
+    for one in records:
+        slow.ingest([one], NOW)
+    # Only the batches across since, the day, the hour or in the last minutes were summed here.
+    assert summed <= 6 < len(batches)
+    for dimension in ("app", "caller"):
+        assert fast.group_names(dimension) == slow.group_names(dimension)
+        for name in slow.group_names(dimension):
+            assert fast.since_tally(dimension, name) == slow.since_tally(dimension, name)
+            assert fast.model_tallies(dimension, name) == slow.model_tallies(dimension, name)
+    assert fast.since_tally("app", "checkout") == store.since_tally()

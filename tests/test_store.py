@@ -152,8 +152,8 @@ def test_dedup_memory_is_bounded() -> None:
     batch = [record(epoch=NOW - 1, request_id=f"id-{i}") for i in range(DEDUP_WINDOW * 3)]
     for start in range(0, len(batch), 10_000):
         store.ingest(batch[start : start + 10_000], NOW)
-    assert DEDUP_WINDOW <= store._remembered_count <= DEDUP_WINDOW + 10_000
-    assert store._remembered_count == sum(len(seen) for seen in store._remembered)
+    assert DEDUP_WINDOW <= len(store._recent_ids) <= DEDUP_WINDOW + 10_000
+    assert len(store._recent_ids) == sum(store._recent_ids.generation_sizes())
 
 
 def test_small_live_batches_share_a_few_remembered_generations() -> None:
@@ -165,8 +165,8 @@ def test_small_live_batches_share_a_few_remembered_generations() -> None:
         store.ingest(
             [record(epoch=NOW - 1, request_id=f"id-{i}") for i in range(start, start + 10)], NOW
         )
-    assert len(store._remembered) <= DEDUP_WINDOW // GENERATION_SIZE + 2
-    assert store._remembered_count == sum(len(seen) for seen in store._remembered)
+    assert len(store._recent_ids.generation_sizes()) <= DEDUP_WINDOW // GENERATION_SIZE + 2
+    assert len(store._recent_ids) == sum(store._recent_ids.generation_sizes())
     store.ingest([record(epoch=NOW - 1, request_id="id-5", input_tokens=99)], NOW)
     assert store.stats.replaced == 1
     assert store.since_tally().requests == DEDUP_WINDOW

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from monitor.groups import GroupIndex
+from monitor.groups import GroupIndex, ingest_usage
 from monitor.records import RecordError, UsageRecord
 from monitor.sources.aws import (
     ACCESS_DENIED,
@@ -490,8 +490,7 @@ class FleetSource:
             except RecordError as err:
                 self.rejected[err.reason] += 1
         if batch:
-            self.store.ingest(batch, now)
-            self.groups.ingest(batch, now)
+            ingest_usage(self.store, self.groups, batch, now)
         return len(batch)
 
     # -- Live Tail -----------------------------------------------------------------------------

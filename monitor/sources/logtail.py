@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_chunk
+from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_block
 from monitor.sources.changes import DirectoryWatch
 
 READ_BYTES = 4 * 1024 * 1024
@@ -658,10 +658,8 @@ class LogTailer:
             followed.discarding = True
         if cut == 0:
             return 0
-        complete = data[:cut]
-        records, rejections = parse_chunk(complete)
+        records, rejections, line_count = parse_block(data, cut)
         first_line = followed.lines_since_start
-        line_count = complete.count(b"\n")
         followed.lines_since_start += line_count
         for rejection in rejections:
             self._reject(
