@@ -64,11 +64,44 @@ TEMPLATE = (
 # time-ordered file.
 BAD_LINE = '{"v":1,"request_id":"broken","model_id":\n'
 # The floor: msgspec decoding the file into the typed record, block by block as the tailer
-# reads it, and a sum per model.
-FLOOR = """
+# reads it, and a sum per model. A block with a bad line is decoded again line by line.
+FLOOR_TEMPLATE = """
 import sys, msgspec
 from monitor.records import UsageRecord
 decoder = msgspec.json.Decoder(UsageRecord)
+
+
+def by_line(block, records):
+    for line in block.splitlines():
+        try:
+            records.append(decoder.decode(line))
+        except msgspec.MsgspecError:
+            pass
+
+
+def whole(block):
+    try:
+        return decoder.decode_lines(block)
+    except msgspec.MsgspecError:
+        records = []
+        by_line(block, records)
+        return records
+
+
+def pieces(block):
+    records = []
+    start = 0
+    while start < len(block):
+        end = block.find(b"\\n", start + 32768) + 1 or len(block)
+        piece = block[start:end]
+        start = end
+        try:
+            records += decoder.decode_lines(piece)
+        except msgspec.MsgspecError:
+            by_line(piece, records)
+    return records
+
+
 totals = {}
 with open(sys.argv[1], "rb") as handle:
     while True:
@@ -76,16 +109,7 @@ with open(sys.argv[1], "rb") as handle:
         if not block:
             break
         block += handle.readline()
-        try:
-            records = decoder.decode_lines(block)
-        except msgspec.MsgspecError:
-            records = []
-            for line in block.splitlines():
-                try:
-                    records.append(decoder.decode(line))
-                except msgspec.MsgspecError:
-                    pass
-        for record in records:
+        for record in DECODE(block):
             entry = totals.get(record.model_id)
             if entry is None:
                 entry = totals[record.model_id] = [0, 0, 0]
@@ -94,37 +118,11 @@ with open(sys.argv[1], "rb") as handle:
             entry[2] += record.output_tokens
 print(len(totals))
 """
+FLOOR = FLOOR_TEMPLATE.replace("DECODE(", "whole(")
 # The same floor decoding each block in 32 KB pieces of lines, as bedrock-top does, so that a
 # bad line costs a line-by-line parse of its piece, not of its whole 4 MB block: the stricter
 # floor, with bedrock-top's own handling of bad lines.
-FLOOR_PIECES = FLOOR.replace(
-    """        try:
-            records = decoder.decode_lines(block)
-        except msgspec.MsgspecError:
-            records = []
-            for line in block.splitlines():
-                try:
-                    records.append(decoder.decode(line))
-                except msgspec.MsgspecError:
-                    pass
-""",
-    """        records = []
-        start = 0
-        while start < len(block):
-            end = block.find(b"\\n", start + 32768) + 1 or len(block)
-            piece = block[start:end]
-            start = end
-            try:
-                records += decoder.decode_lines(piece)
-            except msgspec.MsgspecError:
-                for line in piece.splitlines():
-                    try:
-                        records.append(decoder.decode(line))
-                    except msgspec.MsgspecError:
-                        pass
-""",
-)
-assert FLOOR_PIECES != FLOOR
+FLOOR_PIECES = FLOOR_TEMPLATE.replace("DECODE(", "pieces(")
 
 
 def write_log(

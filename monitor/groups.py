@@ -40,6 +40,7 @@ from monitor.store import (
     LatencySketch,
     Percentiles,
     Rates,
+    RunTallies,
     Store,
     Tally,
     add_bins,
@@ -109,6 +110,30 @@ def _merge(total: list[int], vector: list[int]) -> None:
     total[7] += vector[7]
     total[8] += vector[8]
     total[9] += vector[9]
+
+
+def _cell_counts(tier: dict[int, dict[Cell, list[int]]], bucket: int, cell: Cell) -> list[int]:
+    """The counts of a cell in one bucket (second or minute) of a tier, made when missing."""
+    cells = tier.get(bucket)
+    if cells is None:
+        cells = tier[bucket] = {}
+    vector = cells.get(cell)
+    if vector is None:
+        vector = cells[cell] = _vector()
+    return vector
+
+
+def _latency_sketch(
+    latency: dict[int, dict[Names, LatencySketch]], minute: int, names: Names
+) -> LatencySketch:
+    """The latency sketch of a group's names in one minute, made when missing."""
+    sketches = latency.get(minute)
+    if sketches is None:
+        sketches = latency[minute] = {}
+    sketch = sketches.get(names)
+    if sketch is None:
+        sketch = sketches[names] = LatencySketch()
+    return sketch
 
 
 def _add(vector: list[int], record: UsageRecord, sign: int) -> None:
@@ -337,17 +362,8 @@ class GroupIndex:
             )
         else:
             codes = list(map(float, numbers))
-        order = sorted(range(len(codes)), key=codes.__getitem__)
-
-        def ordered(name: str) -> list[float]:
-            return list(map(block.numbers(name).__getitem__, order))
-
-        inputs, outputs = ordered("input_tokens"), ordered("output_tokens")
-        cache_reads = ordered("cache_read_input_tokens")
-        cache_writes = ordered("cache_write_input_tokens")
-        statuses = list(map(block.texts("status").__getitem__, order))
-        sources = list(map(block.texts("token_source").__getitem__, order))
-        latencies = ordered("latency_ms") if in_hour else []
+        runs = RunTallies(block, codes)
+        latencies = runs.ordered("latency_ms") if in_hour else []
         sizes = Counter(codes)
         start = 0
         for code in sorted(sizes):
@@ -356,16 +372,8 @@ class GroupIndex:
             start = end
             number = int(code // _CELL_STRIDE) if in_hour else int(code)
             cell = self._cells[number]
-            run_statuses = statuses[run]
             vector = _vector()
-            vector[REQUESTS] = end - run.start
-            vector[INPUT] = int(sum(inputs[run]))
-            vector[OUTPUT] = int(sum(outputs[run]))
-            vector[CACHE_READ] = int(sum(cache_reads[run]))
-            vector[CACHE_WRITE] = int(sum(cache_writes[run]))
-            for status, slot in _STATUS_SLOT.items():
-                vector[slot] = run_statuses.count(status)
-            vector[ESTIMATED] = sources[run].count("estimate")
+            run_statuses = runs.tally(run.start, end, vector)  # type: ignore[arg-type]
             if in_since:
                 total = self._since.get(cell)
                 if total is None:
@@ -374,24 +382,13 @@ class GroupIndex:
             if not in_hour:
                 continue
             minute = int(code - number * _CELL_STRIDE)
-            cells_of_minute = self._minutes.get(minute)
-            if cells_of_minute is None:
-                cells_of_minute = self._minutes[minute] = {}
-            total = cells_of_minute.get(cell)
-            if total is None:
-                total = cells_of_minute[cell] = _vector()
-            _merge(total, vector)
+            _merge(_cell_counts(self._minutes, minute, cell), vector)
             # Latency is a property of successful calls.
             run_latencies = latencies[run]
             if len(run_statuses) != run_statuses.count("ok"):
                 run_latencies = list(compress(run_latencies, map(eq, run_statuses, repeat("ok"))))
             if run_latencies:
-                sketches = self._latency.get(minute)
-                if sketches is None:
-                    sketches = self._latency[minute] = {}
-                sketch = sketches.get(cell[0])
-                if sketch is None:
-                    sketch = sketches[cell[0]] = LatencySketch()
+                sketch = _latency_sketch(self._latency, minute, cell[0])
                 add_bins(sketch, latency_bins(run_latencies), max(run_latencies))
 
     def _names_of(self, record: UsageRecord, sign: int) -> Names:
@@ -438,29 +435,11 @@ class GroupIndex:
             return
         second = int(epoch)
         minute = second // 60
-        cells = self._minutes.get(minute)
-        if cells is None:
-            cells = self._minutes[minute] = {}
-        vector = cells.get(cell)
-        if vector is None:
-            vector = cells[cell] = _vector()
-        _add(vector, record, sign)
+        _add(_cell_counts(self._minutes, minute, cell), record, sign)
         if epoch >= now - SECOND_WINDOW_S:
-            cells = self._seconds.get(second)
-            if cells is None:
-                cells = self._seconds[second] = {}
-            vector = cells.get(cell)
-            if vector is None:
-                vector = cells[cell] = _vector()
-            _add(vector, record, sign)
+            _add(_cell_counts(self._seconds, second, cell), record, sign)
         if record.status not in _STATUS_SLOT:  # latency is a property of successful calls
-            sketches = self._latency.get(minute)
-            if sketches is None:
-                sketches = self._latency[minute] = {}
-            sketch = sketches.get(cell[0])
-            if sketch is None:
-                sketch = sketches[cell[0]] = LatencySketch()
-            sketch.add(record.latency_ms, sign)
+            _latency_sketch(self._latency, minute, cell[0]).add(record.latency_ms, sign)
 
     def absorb_earlier(
         self, earlier: GroupIndex, now: float, replaced: list[UsageRecord] | None = None

@@ -491,6 +491,51 @@ def _tally(vector: list[float]) -> Tally:
     return Tally(*(int(value) for value in vector[:_WIDTH]))
 
 
+class RunTallies:
+    """A part of a block put in the order of its runs (a stable sort by each record's run
+    code), and each run's counts: what the store and the groups both sum per run. Every column
+    is put in that order once and sliced per run."""
+
+    __slots__ = (
+        "_block",
+        "cache_reads",
+        "cache_writes",
+        "inputs",
+        "order",
+        "outputs",
+        "sources",
+        "statuses",
+    )
+
+    def __init__(self, block: Columns, codes: list[float]) -> None:
+        self._block = block
+        self.order = sorted(range(len(codes)), key=codes.__getitem__)
+        self.inputs = self.ordered("input_tokens")
+        self.outputs = self.ordered("output_tokens")
+        self.cache_reads = self.ordered("cache_read_input_tokens")
+        self.cache_writes = self.ordered("cache_write_input_tokens")
+        self.statuses: list[str] = self.ordered("status")  # type: ignore[assignment]
+        self.sources: list[str] = self.ordered("token_source")  # type: ignore[assignment]
+
+    def ordered(self, name: str) -> list[float]:
+        """One field's values in run order."""
+        return list(map(self._block.numbers(name).__getitem__, self.order))
+
+    def tally(self, start: int, end: int, vector: list[float]) -> list[str]:
+        """Set the Tally slots of ``vector`` (requests to estimated) to the counts of the run
+        ``[start, end)`` of the order; returns the run's statuses."""
+        statuses = self.statuses[start:end]
+        vector[REQUESTS] = end - start
+        vector[INPUT] = sum(self.inputs[start:end])
+        vector[OUTPUT] = sum(self.outputs[start:end])
+        vector[CACHE_READ] = sum(self.cache_reads[start:end])
+        vector[CACHE_WRITE] = sum(self.cache_writes[start:end])
+        for status, slot in _STATUS_SLOT.items():
+            vector[slot] = statuses.count(status)
+        vector[ESTIMATED] = self.sources[start:end].count("estimate")
+        return statuses
+
+
 @dataclass(slots=True)
 class IngestStats:
     """What the store did with the records it was given."""
@@ -683,17 +728,9 @@ class Store:
         # each run together, in the block's order; every column is put in that order once and
         # sliced per run.
         codes = list(map(add, offsets, map(floordiv, block.epochs, repeat(width))))
-        order = sorted(range(len(codes)), key=codes.__getitem__)
-
-        def ordered(name: str) -> list[float]:
-            return list(map(block.numbers(name).__getitem__, order))
-
-        inputs, outputs = ordered("input_tokens"), ordered("output_tokens")
-        cache_reads = ordered("cache_read_input_tokens")
-        cache_writes = ordered("cache_write_input_tokens")
-        latencies, ttfts = ordered("latency_ms"), ordered("ttft_ms")
-        statuses = list(map(block.texts("status").__getitem__, order))
-        sources = list(map(block.texts("token_source").__getitem__, order))
+        runs = RunTallies(block, codes)
+        order = runs.order
+        latencies, ttfts = runs.ordered("latency_ms"), runs.ordered("ttft_ms")
         sizes = Counter(codes)
         all_series = self._series
         since_quarter = self._since_quarter
@@ -719,16 +756,8 @@ class Store:
                 series = all_series[key] = _ModelSeries()
             series.version += 1
             series.settled += 1  # a block may hold any minute
-            run_statuses = statuses[run_start:end]
             vector = _new_vector()
-            vector[REQUESTS] = end - run_start
-            vector[INPUT] = sum(inputs[run_start:end])
-            vector[OUTPUT] = sum(outputs[run_start:end])
-            vector[CACHE_READ] = sum(cache_reads[run_start:end])
-            vector[CACHE_WRITE] = sum(cache_writes[run_start:end])
-            for status, slot in _STATUS_SLOT.items():
-                vector[slot] = run_statuses.count(status)
-            vector[ESTIMATED] = sources[run_start:end].count("estimate")
+            run_statuses = runs.tally(run_start, end, vector)
             # Latency is a property of successful calls (status "ok").
             failed = sum(vector[slot] for slot in _STATUS_SLOT.values())
             run_latencies = latencies[run_start:end]
