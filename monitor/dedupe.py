@@ -19,8 +19,8 @@ import msgspec
 from monitor.records import UsageRecord
 
 DEDUP_WINDOW: Final = 20_000
-# Small batches of request ids are remembered together, up to this many per dict.
-GENERATION_SIZE: Final = 4096
+# Batches of request ids are remembered together until a dict holds this many.
+GENERATION_SIZE: Final = DEDUP_WINDOW // 2
 
 _RECORDS_ENCODER: Final = msgspec.msgpack.Encoder()
 _RECORDS_DECODER: Final = msgspec.msgpack.Decoder(list[UsageRecord])
@@ -97,14 +97,15 @@ class RecentIds:
         by_id.pop("", None)
         if self.keeps_head and len(self.head) < DEDUP_WINDOW:
             self.head.update(by_id)
-        # Whole batches, newest last, dropped oldest first once the rest still holds
-        # DEDUP_WINDOW: no per-record bookkeeping, and a batch's dict is kept as it was built
-        # for the check. The live feed brings batches of a few records several times a second:
-        # those are merged into the newest generation until it holds GENERATION_SIZE, so that
-        # the check of each batch looks at a handful of dicts, not thousands.
+        # Generations of whole batches, newest last, dropped oldest first once the rest still
+        # holds DEDUP_WINDOW: no per-record bookkeeping. Batches are merged into the newest
+        # generation until it holds GENERATION_SIZE (half the window), so that the check of a
+        # batch looks up each id in three dicts or four: each lookup in a cold dict is a cache
+        # miss, and the catch-up's batches of about 2,000 records, kept one dict each, made it
+        # ten. The live feed's batches of a few records merge the same way.
         generations = self._generations
         newest = generations[-1] if generations else None
-        if newest is not None and len(newest) + len(by_id) <= GENERATION_SIZE:
+        if newest is not None and len(newest) < GENERATION_SIZE:
             before = len(newest)
             newest.update(by_id)
             self._count += len(newest) - before

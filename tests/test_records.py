@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from monitor.records import (
     MAX_LINE_BYTES,
     RecordError,
+    UsageRecord,
     format_epoch_ts,
     parse_chunk,
     parse_line,
@@ -119,6 +121,47 @@ def test_chunk_fast_path_matches_slow_path() -> None:
     fast, none = parse_chunk(b"".join(lines))
     slow, _ = parse_chunk(b"".join(lines) + b"junk\n")
     assert none == [] and fast == slow
+
+
+def _line_by_line(block: bytes) -> tuple[list[UsageRecord], list[tuple[int, str]]]:
+    records: list[UsageRecord] = []
+    rejected: list[tuple[int, str]] = []
+    for index, text in enumerate(block.split(b"\n")):
+        if text.strip():
+            try:
+                records.append(parse_line(text))
+            except RecordError as err:
+                rejected.append((index, err.reason))
+    return records, rejected
+
+
+@pytest.mark.parametrize(
+    "tags_of",
+    [
+        pytest.param(lambda i: {"team": "payments", "env": "prod"}, id="the same tags"),
+        pytest.param(lambda i: None, id="no tags"),
+        pytest.param(lambda i: {"n": str(i % 3)}, id="tags that differ"),
+        pytest.param(lambda i: {"team": "a"} if i % 2 else None, id="some lines without"),
+        pytest.param(lambda i: {"k": "v" * 300} if i == 40 else {"k": "v"}, id="a value too long"),
+        pytest.param(lambda i: {"k": 7} if i == 3 else {"k": "v"}, id="a value not text"),
+        pytest.param(lambda i: {f"k{j}": "v" for j in range(33)}, id="too many tags on every line"),
+    ],
+)
+def test_blocks_decode_tags_as_lines_do(tags_of: Callable[[int], object]) -> None:
+    """A block's lines are decoded with their tags left raw while all lines of a piece carry
+    the same tags; the records, their tags and the rejected lines are those of parsing each
+    line on its own."""
+    lines = []
+    for index in range(3000):  # several pieces
+        fields = dict(GOOD, request_id=f"r-{index}", tags=tags_of(index))
+        lines.append(json.dumps(fields, separators=(",", ":")).encode())
+    block = b"\n".join(lines) + b"\n"
+    records, rejected = parse_chunk(block)
+    want_records, want_rejected = _line_by_line(block)
+    assert {type(record) for record in records} <= {UsageRecord}
+    assert records == want_records
+    assert [(r.line_index, r.reason) for r in rejected] == want_rejected
+    assert [record.tags for record in records] == [record.tags for record in want_records]
 
 
 @settings(max_examples=300, deadline=None)
