@@ -9,9 +9,10 @@ the same records.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from itertools import compress
+from operator import is_not
 from typing import Final
 
 import msgspec
@@ -61,15 +62,26 @@ class RecentIds:
         )
 
     def replaced(
-        self, request_ids: Sequence[str], records: Sequence[UsageRecord]
+        self,
+        request_ids: Sequence[str],
+        records: Sequence[UsageRecord],
+        by_id: dict[str, UsageRecord] | None = None,
     ) -> list[UsageRecord]:
         """The earlier records that this batch's records replace, in the batch's order: one for
         every record whose id was seen before, earlier in the batch or within the window. Call
-        before :meth:`remember` of the batch."""
-        counts = Counter(request_ids)
-        suspects = {request_id for request_id, count in counts.items() if count > 1}
+        before :meth:`remember` of the batch. ``by_id``: the batch's records by request id
+        (the last of each), when the caller has it."""
+        if by_id is None:
+            by_id = dict(zip(request_ids, records, strict=True))
+        suspects: set[str] = set()
+        if len(by_id) < len(request_ids):
+            # A record that is not its id's last in the batch is repeated later in it (found
+            # with C loops: most of a catch-up's blocks hold a repeated line or two).
+            suspects.update(
+                compress(request_ids, map(is_not, map(by_id.__getitem__, request_ids), records))
+            )
         for seen in self._generations:
-            suspects.update(seen.keys() & counts.keys())
+            suspects.update(seen.keys() & by_id.keys())
         suspects.discard("")
         if not suspects:
             return []

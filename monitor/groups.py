@@ -237,7 +237,7 @@ class GroupIndex:
             by_id = dict(zip(request_ids, batch, strict=True))
             recent_ids = self._recent_ids
             fresh = recent_ids.is_fresh(by_id, len(batch))
-            replaced = [] if fresh else recent_ids.replaced(request_ids, batch)
+            replaced = [] if fresh else recent_ids.replaced(request_ids, batch, by_id)
             recent_ids.remember(by_id)
         self._add_block(block, now, model_totals)
         for previous in replaced:  # rare: a repeated line, a log read twice

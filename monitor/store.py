@@ -584,6 +584,14 @@ class Store:
     last_totals: tuple[bool, bool, dict[str, list[float]]] | None = field(
         init=False, repr=False, default=None
     )
+    # Block ingest's counts for the report window's latency and TTFT sketches, by (key number
+    # * _KEY_STRIDE + bin), not yet added to the keys' sketches: counted into here by a C loop
+    # per block, and put into the sketches by one Python loop over the distinct (key, bin)
+    # pairs when a sketch is read, merged or packed. Putting them in per block cost a loop
+    # over a few hundred pairs per block, more than counting the block's records.
+    _since_pending: tuple[Counter[float], Counter[float]] = field(
+        init=False, repr=False, default_factory=lambda: (Counter(), Counter())
+    )
 
     # -- ingest -------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -636,7 +644,7 @@ class Store:
             # The counts are those of adding and taking back record by record in order (sums
             # commute), and so are the sketches' maxima, which keep a replaced record's value
             # as they always did.
-            taken_back = self.last_replaced = self._recent_ids.replaced(request_ids, kept)
+            taken_back = self.last_replaced = self._recent_ids.replaced(request_ids, kept, by_id)
             if taken_back:
                 self._apply_many(taken_back, -1, now, horizon)
                 self.stats.replaced += len(taken_back)
@@ -821,12 +829,17 @@ class Store:
         if not all(known):
             ttft_values = list(compress(ttfts, known))  # type: ignore[arg-type]
             ttft_offsets = list(compress(offsets, known))
-        for values, key_offsets, ttft in (
-            (latencies, latency_offsets, False),
-            (ttft_values, ttft_offsets, True),
+        latency_pending, ttft_pending = self._since_pending
+        for values, key_offsets, pending in (
+            (latencies, latency_offsets, latency_pending),
+            (ttft_values, ttft_offsets, ttft_pending),
         ):
-            counts = Counter(map(add, key_offsets, map(bisect_left, repeat(_EDGES), values)))
-            for code, count in counts.items():
+            pending.update(map(add, key_offsets, map(bisect_left, repeat(_EDGES), values)))
+
+    def _settle_since_bins(self) -> None:
+        """Put the pending counts of block ingest into the keys' report-window sketches."""
+        for ttft, pending in enumerate(self._since_pending):
+            for code, count in pending.items():
                 number = int(code // _KEY_STRIDE)
                 series = self._series.get(self._keys[number])
                 if series is None:
@@ -834,6 +847,7 @@ class Store:
                 bins = (series.since_ttft if ttft else series.since_latency).bins
                 key = _MIN_KEY + int(code - number * _KEY_STRIDE)
                 bins[key] = bins.get(key, 0) + count
+            pending.clear()
 
     def _apply_many(self, records: list[UsageRecord], sign: int, now: float, horizon: float) -> int:
         """Add (sign 1) or take back (sign -1) records; returns how many were older than the
@@ -960,6 +974,8 @@ class Store:
         are returned."""
         if earlier.since != self.since or earlier.group_by != self.group_by:
             raise ValueError("stores of different windows or groupings do not merge")
+        self._settle_since_bins()
+        earlier._settle_since_bins()
         replaced = self._recent_ids.absorb_earlier(earlier._recent_ids)
         for key, theirs in earlier._series.items():
             ours = self._series.get(key)
@@ -987,6 +1003,7 @@ class Store:
     def __getstate__(self) -> dict[str, object]:
         """Records are packed with msgpack: pickling tens of thousands of structs one by one
         costs more than reading them did (a partial store crosses a process boundary)."""
+        self._settle_since_bins()
         state = {name: getattr(self, name) for name in _PLAIN_STATE}
         state["_series"] = {key: series.pack() for key, series in self._series.items()}
         return state
@@ -997,6 +1014,7 @@ class Store:
         self._group = attrgetter(self.group_by)
         self._key_offsets = {}
         self._keys = []
+        self._since_pending = (Counter(), Counter())
         packed_series = state["_series"]
         assert isinstance(packed_series, dict)
         self._series = {key: _ModelSeries.unpack(packed) for key, packed in packed_series.items()}
@@ -1049,6 +1067,7 @@ class Store:
         return self._since_percentiles(model_id, ttft=True)
 
     def _since_percentiles(self, model_id: str | None, ttft: bool) -> Percentiles:
+        self._settle_since_bins()
         sketch = LatencySketch()
         for series in self._selected(model_id):
             sketch.merge(series.since_ttft if ttft else series.since_latency)
@@ -1056,6 +1075,7 @@ class Store:
 
     def since_sketch(self, model_id: str | None = None, ttft: bool = False) -> LatencySketch:
         """The merged latency (or TTFT) sketch of everything since ``since``, for histograms."""
+        self._settle_since_bins()
         sketch = LatencySketch()
         for series in self._selected(model_id):
             sketch.merge(series.since_ttft if ttft else series.since_latency)

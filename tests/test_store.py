@@ -333,13 +333,18 @@ def test_a_store_of_the_earlier_part_merged_in_front_equals_one_store(cut: int) 
     assert _figures(later, NOW) == _figures(whole, NOW)
 
 
-def test_block_ingest_equals_record_by_record() -> None:
-    """The same records one at a time (the per-record path) or in blocks (the block path)."""
+@pytest.mark.parametrize("read_between", [False, True])
+def test_block_ingest_equals_record_by_record(read_between: bool) -> None:
+    """The same records one at a time (the per-record path) or in blocks (the block path);
+    with ``read_between``, the block store is read after each block, as the live screen reads
+    it (its report-window sketches take the blocks' pending counts at each read)."""
     records = _mixed_records(6000, seed=3)
     since = NOW - 2 * 86400 + 17.5
     blocks, singles = Store(since=since), Store(since=since)
     for start in range(0, len(records), 1000):
         blocks.ingest(records[start : start + 1000], NOW)  # type: ignore[arg-type]
+        if read_between:
+            _figures(blocks, NOW)
     for item in records:
         singles.ingest([item], NOW)  # type: ignore[list-item]
     assert _figures(blocks, NOW) == _figures(singles, NOW)
