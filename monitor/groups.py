@@ -17,7 +17,6 @@ are counted.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import add, eq, floordiv
@@ -364,16 +363,12 @@ class GroupIndex:
             codes = list(map(float, numbers))
         runs = RunTallies(block, codes)
         latencies = runs.ordered("latency_ms") if in_hour else []
-        sizes = Counter(codes)
-        start = 0
-        for code in sorted(sizes):
-            end = start + sizes[code]
+        for code, start, end in runs.runs(codes):
             run = slice(start, end)
-            start = end
             number = int(code // _CELL_STRIDE) if in_hour else int(code)
             cell = self._cells[number]
             vector = _vector()
-            run_statuses = runs.tally(run.start, end, vector)  # type: ignore[arg-type]
+            run_statuses = runs.tally(start, end, vector)  # type: ignore[arg-type]
             if in_since:
                 total = self._since.get(cell)
                 if total is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -513,28 +513,57 @@ class RunTallies:
         self.order = sorted(range(len(codes)), key=codes.__getitem__)
         self.inputs = self.ordered("input_tokens")
         self.outputs = self.ordered("output_tokens")
-        self.cache_reads = self.ordered("cache_read_input_tokens")
-        self.cache_writes = self.ordered("cache_write_input_tokens")
+        # A column that is the same on every record of the part (no cache writes, no
+        # estimates: the common case) is not put in order; each run then counts 0 for it.
+        self.cache_reads = self._ordered_unless(block, "cache_read_input_tokens", 0)
+        self.cache_writes = self._ordered_unless(block, "cache_write_input_tokens", 0)
         self.statuses: list[str] = self.ordered("status")  # type: ignore[assignment]
-        self.sources: list[str] = self.ordered("token_source")  # type: ignore[assignment]
+        self.sources: list[str] | None = self._ordered_unless(  # type: ignore[assignment]
+            block, "token_source", "estimate", absent=True
+        )
 
     def ordered(self, name: str) -> list[float]:
         """One field's values in run order."""
         return list(map(self._block.numbers(name).__getitem__, self.order))
 
+    def _ordered_unless(
+        self, block: Columns, name: str, value: object, absent: bool = False
+    ) -> list[float] | None:
+        """:meth:`ordered`, or None when every value of the column is ``value`` (with
+        ``absent``: when none is)."""
+        column = block.column(name)
+        count = column.count(value)
+        if count == (0 if absent else len(column)):
+            return None
+        return self.ordered(name)
+
+    def runs(self, codes: list[float]) -> Iterator[tuple[float, int, int]]:
+        """Each run's code and ``[start, end)`` in the order, in code order: found by bisecting
+        the ordered codes, a few steps per run instead of hashing every record's code."""
+        ordered = list(map(codes.__getitem__, self.order))
+        start, size = 0, len(ordered)
+        while start < size:
+            code = ordered[start]
+            end = bisect_right(ordered, code, start)
+            yield code, start, end
+            start = end
+
     def tally(self, start: int, end: int, vector: list[float]) -> list[str]:
-        """Set the Tally slots of ``vector`` (requests to estimated) to the counts of the run
-        ``[start, end)`` of the order; returns the run's statuses."""
+        """Set the Tally slots of ``vector``, a new vector of zeros, (requests to estimated)
+        to the counts of the run ``[start, end)`` of the order; returns the run's statuses."""
         statuses = self.statuses[start:end]
         vector[REQUESTS] = end - start
         vector[INPUT] = sum(self.inputs[start:end])
         vector[OUTPUT] = sum(self.outputs[start:end])
-        vector[CACHE_READ] = sum(self.cache_reads[start:end])
-        vector[CACHE_WRITE] = sum(self.cache_writes[start:end])
+        if self.cache_reads is not None:
+            vector[CACHE_READ] = sum(self.cache_reads[start:end])
+        if self.cache_writes is not None:
+            vector[CACHE_WRITE] = sum(self.cache_writes[start:end])
         if statuses.count("ok") != end - start:  # else every other status counts 0
             for status, slot in _STATUS_SLOT.items():
                 vector[slot] = statuses.count(status)
-        vector[ESTIMATED] = self.sources[start:end].count("estimate")
+        if self.sources is not None:
+            vector[ESTIMATED] = self.sources[start:end].count("estimate")
         return statuses
 
 
@@ -741,7 +770,6 @@ class Store:
         runs = RunTallies(block, codes)
         order = runs.order
         latencies, ttfts = runs.ordered("latency_ms"), runs.ordered("ttft_ms")
-        sizes = Counter(codes)
         all_series = self._series
         since_quarter = self._since_quarter
         keys = self._keys
@@ -753,14 +781,10 @@ class Store:
             self._add_since_bins(offsets, block)
         key_ranges: dict[int, tuple[int, int]] = {}
         totals: dict[str, list[float]] = {}
-        start = 0
-        for code in sorted(sizes):
-            end = start + sizes[code]
+        for code, run_start, end in runs.runs(codes):
             number = int(code // _KEY_STRIDE)
             key = keys[number]
             bucket = int(code - number * _KEY_STRIDE)
-            run_start = start
-            start = end
             series = all_series.get(key)
             if series is None:
                 series = all_series[key] = _ModelSeries()
