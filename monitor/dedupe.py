@@ -1,10 +1,10 @@
 """Repeated request ids: the last record of a request id wins. Pure, no I/O.
 
 A writer that repeats a line, or a log read twice, brings a request id again within seconds. The
-ids of the last ``DEDUP_WINDOW`` records (at most that plus one batch) are remembered, so memory
-does not grow with the log; a record repeated further apart than that is counted twice. The
-per-model store and the app and caller groups each keep one :class:`RecentIds`, so both replace
-the same records.
+ids of at least the last ``DEDUP_WINDOW`` records (at most that plus ``GENERATION_SIZE`` plus one
+batch) are remembered, so memory does not grow with the log; a record repeated further apart
+than that is counted twice. The per-model store and the app and caller groups each keep one
+:class:`RecentIds`, so both replace the same records.
 """
 
 from __future__ import annotations
