@@ -65,14 +65,12 @@ class RecentIds:
         self,
         request_ids: Sequence[str],
         records: Sequence[UsageRecord],
-        by_id: dict[str, UsageRecord] | None = None,
+        by_id: dict[str, UsageRecord],
     ) -> list[UsageRecord]:
         """The earlier records that this batch's records replace, in the batch's order: one for
         every record whose id was seen before, earlier in the batch or within the window. Call
-        before :meth:`remember` of the batch. ``by_id``: the batch's records by request id
-        (the last of each), when the caller has it."""
-        if by_id is None:
-            by_id = dict(zip(request_ids, records, strict=True))
+        before :meth:`remember` of the batch. ``by_id``: the batch's records by request id (the
+        last of each), as :meth:`is_fresh` and :meth:`remember` take them."""
         suspects: set[str] = set()
         if len(by_id) < len(request_ids):
             # A record that is not its id's last in the batch is repeated later in it (found

@@ -522,23 +522,21 @@ class RunTallies:
         self.outputs = self.ordered("output_tokens")
         # A column that is the same on every record of the part (no cache writes, no
         # estimates: the common case) is not put in order; each run then counts 0 for it.
-        self.cache_reads = self._ordered_unless(block, "cache_read_input_tokens", 0)
-        self.cache_writes = self._ordered_unless(block, "cache_write_input_tokens", 0)
+        self.cache_reads = self._ordered_unless("cache_read_input_tokens", 0)
+        self.cache_writes = self._ordered_unless("cache_write_input_tokens", 0)
         self.statuses: list[str] = self.ordered("status")  # type: ignore[assignment]
         self.sources: list[str] | None = self._ordered_unless(  # type: ignore[assignment]
-            block, "token_source", "estimate", absent=True
+            "token_source", "estimate", absent=True
         )
 
     def ordered(self, name: str) -> list[float]:
         """One field's values in run order."""
         return list(map(self._block.numbers(name).__getitem__, self.order))
 
-    def _ordered_unless(
-        self, block: Columns, name: str, value: object, absent: bool = False
-    ) -> list[float] | None:
+    def _ordered_unless(self, name: str, value: object, absent: bool = False) -> list[float] | None:
         """:meth:`ordered`, or None when every value of the column is ``value`` (with
         ``absent``: when none is)."""
-        column = block.column(name)
+        column = self._block.column(name)
         count = column.count(value)
         if count == (0 if absent else len(column)):
             return None
@@ -1100,10 +1098,7 @@ class Store:
         return self._since_percentiles(model_id, ttft=True)
 
     def _since_percentiles(self, model_id: str | None, ttft: bool) -> Percentiles:
-        self._settle_since_bins()
-        sketch = LatencySketch()
-        for series in self._selected(model_id):
-            sketch.merge(series.since_ttft if ttft else series.since_latency)
+        sketch = self.since_sketch(model_id, ttft)
         return sketch.percentiles(self._since_vector(model_id)[TTFT_SUM if ttft else LATENCY_SUM])
 
     def since_sketch(self, model_id: str | None = None, ttft: bool = False) -> LatencySketch:
