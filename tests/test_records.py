@@ -164,6 +164,41 @@ def test_blocks_decode_tags_as_lines_do(tags_of: Callable[[int], object]) -> Non
     assert [record.tags for record in records] == [record.tags for record in want_records]
 
 
+_KINDS = {
+    "good": lambda i: json.dumps(dict(GOOD, request_id=f"r-{i}"), separators=(",", ":")).encode(),
+    "bad": lambda i: b'{"v":1,"request_id":"broken","model_id":',
+    "blank": lambda i: b"   ",
+    "bom": lambda i: b"\xef\xbb\xbf" + json.dumps(dict(GOOD, request_id=f"b-{i}")).encode(),
+    "crlf": lambda i: json.dumps(dict(GOOD, request_id=f"c-{i}")).encode() + b"\r",
+    "not an object": lambda i: b"[1, 2]",
+    "invalid field": lambda i: json.dumps(dict(GOOD, input_tokens=-1)).encode(),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(sorted(_KINDS)).flatmap(
+            lambda kind: st.just(kind) if kind == "good" else st.sampled_from([kind, "good"])
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    st.booleans(),
+)
+def test_pieces_with_bad_lines_parse_as_lines_do(kinds: list[str], final_newline: bool) -> None:
+    """Pieces that fail to decode, wherever their bad lines are (first, last, side by side,
+    many, in several pieces), give the records and the rejected lines with their line numbers
+    of parsing each line on its own."""
+    block = b"\n".join(_KINDS[kind](index) for index, kind in enumerate(kinds))
+    if final_newline:
+        block += b"\n"
+    records, rejected = parse_chunk(block)
+    want_records, want_rejected = _line_by_line(block)
+    assert records == want_records
+    assert [(r.line_index, r.reason) for r in rejected] == want_rejected
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_parser_never_raises_anything_but_record_error(raw: bytes) -> None:
