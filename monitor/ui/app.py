@@ -36,7 +36,6 @@ from monitor.groups import GroupIndex
 from monitor.quotas import ModelQuotas
 from monitor.store import Store
 from monitor.ui import keys
-from monitor.ui.budget_dialog import BudgetDialog
 from monitor.ui.hooks import BudgetStatus, ScreenExtras, regions_view
 from monitor.ui.overview_model import CLOUDWATCH_GROUPINGS
 from monitor.ui.screens import GroupScreen, HelpScreen, ModelScreen, OverviewScreen
@@ -542,6 +541,10 @@ class BedrockTopApp(App[int]):
         self.notify(f"theme: {self.theme}", timeout=2)
 
     def action_edit_budget(self) -> None:
+        # The dialog (and the Textual widgets it uses) is imported when first opened: it is
+        # not on the first frame's path.
+        from monitor.ui.budget_dialog import BudgetDialog
+
         budgets = self.extras.budgets
         if budgets is None:
             self.notify("no budgets configured: add [[budgets]] to the configuration file")

@@ -30,7 +30,6 @@ the app then starts with the default theme.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import sys
 import tomllib
@@ -88,6 +87,10 @@ def builtin_themes_dir() -> Path | None:
     source_tree = Path(__file__).resolve().parents[2] / "themes"
     if (source_tree / f"{DEFAULT_THEME}.toml").is_file():
         return source_tree
+    # Imported here: only an installed copy looks, and the import costs tens of milliseconds of
+    # every start (before the first frame).
+    import importlib.metadata
+
     try:
         files = importlib.metadata.files("bedrock-top") or []
     except importlib.metadata.PackageNotFoundError:
