@@ -177,13 +177,8 @@ _KINDS = {
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.sampled_from(sorted(_KINDS)).flatmap(
-            lambda kind: st.just(kind) if kind == "good" else st.sampled_from([kind, "good"])
-        ),
-        min_size=1,
-        max_size=400,
-    ),
+    # About half the lines good, the rest spread over the faulty kinds.
+    st.lists(st.sampled_from([*sorted(_KINDS), *["good"] * 6]), min_size=1, max_size=400),
     st.booleans(),
 )
 def test_pieces_with_bad_lines_parse_as_lines_do(kinds: list[str], final_newline: bool) -> None:

@@ -541,14 +541,13 @@ class BedrockTopApp(App[int]):
         self.notify(f"theme: {self.theme}", timeout=2)
 
     def action_edit_budget(self) -> None:
-        # The dialog (and the Textual widgets it uses) is imported when first opened: it is
-        # not on the first frame's path.
-        from monitor.ui.budget_dialog import BudgetDialog
-
         budgets = self.extras.budgets
         if budgets is None:
             self.notify("no budgets configured: add [[budgets]] to the configuration file")
             return
+        # The dialog (and the Textual widgets it uses) is imported when first opened: it is
+        # not on the first frame's path.
+        from monitor.ui.budget_dialog import BudgetDialog
 
         def saved(path: str | None) -> None:
             if path:
